@@ -1,0 +1,94 @@
+"""Tiny local model families for tests and benchmarks (no downloads).
+
+Everything here goes through the same loading path users hit: the models are written with
+`save_pretrained` and read back with `from_pretrained` on a folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers, decoders
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+# A few hundred words of text so the BPE has something to learn from.
+_CORPUS = [
+    "Tom has 3 apples. He buys 4 more. 3 + 4 = 7. #### 7",
+    "Ann had 12 pens and gave away 5. 12 - 5 = 7. #### 7",
+    "A box holds 6 eggs. 4 boxes hold 6 * 4 = 24 eggs. #### 24",
+    "The quick brown fox jumps over the lazy dog.",
+    "def add(a, b):\n    return a + b\n",
+    "Question: What is 9 times 8? Answer: 72",
+    "Small models write most tokens; large models step in when needed.",
+] * 20
+
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
+
+
+def build_tokenizer(out_dir: str | Path, vocab_size: int = 200, corpus: list[str] | None = None) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on `corpus` and save it in Hugging Face format."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus or _CORPUS, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    fast.save_pretrained(str(out_dir))
+    return fast
+
+
+def build_model(
+    out_dir: str | Path,
+    tokenizer: PreTrainedTokenizerFast,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    seed: int = 0,
+    vocab_pad: int = 0,
+    init_std: float = 0.3,
+) -> Path:
+    """A randomly initialised Llama-type model, saved with its tokenizer.
+
+    `init_std` is large so that next-token distributions are peaked (few near-ties in argmax);
+    `vocab_pad` adds embedding rows beyond the tokenizer (like Qwen's padded vocabularies).
+    """
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer) + vocab_pad,
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=512,
+        initializer_range=init_std,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config).eval()
+    out_dir = Path(out_dir)
+    model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    return out_dir
+
+
+def build_tiny_family(root: str | Path, seed: int = 0) -> dict[str, Path]:
+    """small, large (padded vocabulary), small_tuned: three tiny models sharing one tokenizer."""
+    root = Path(root)
+    tokenizer = build_tokenizer(root / "tokenizer")
+    return {
+        "small": build_model(root / "small", tokenizer, hidden_size=32, num_layers=2, seed=seed),
+        "large": build_model(root / "large", tokenizer, hidden_size=64, num_layers=3, seed=seed + 1, vocab_pad=7),
+        "small_tuned": build_model(root / "small_tuned", tokenizer, hidden_size=32, num_layers=2, seed=seed + 2),
+    }

@@ -1,0 +1,75 @@
+"""The per-token trace: schema, and atomic Parquet I/O with run metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+METADATA_KEY = b"fsgen"
+
+# column -> arrow type; the order is the file's column order
+SCHEMA_FIELDS: dict[str, pa.DataType] = {
+    "request_id": pa.int64(),
+    "position": pa.int32(),
+    "token_id": pa.int64(),
+    "s1_token_id": pa.int64(),
+    "s2_called": pa.bool_(),
+    "intervened": pa.bool_(),
+    "s1_top1_prob": pa.float32(),
+    "s1_top2_prob": pa.float32(),
+    "s1_entropy": pa.float32(),
+    "s2_top1_prob": pa.float32(),  # null when System 2 was not consulted
+    "s2_entropy": pa.float32(),  # null when System 2 was not consulted
+    "round": pa.int32(),  # speculative round, null for other methods
+    "drafted": pa.bool_(),  # speculative: an accepted draft token
+}
+TOPK_FIELDS: dict[str, pa.DataType] = {
+    "s1_topk_probs": pa.list_(pa.float32()),
+    "s1_topk_ids": pa.list_(pa.int64()),
+}
+COLUMNS = list(SCHEMA_FIELDS)
+
+
+def arrow_schema(with_topk: bool = False) -> pa.Schema:
+    fields = dict(SCHEMA_FIELDS, **(TOPK_FIELDS if with_topk else {}))
+    return pa.schema([pa.field(name, dtype, nullable=True) for name, dtype in fields.items()])
+
+
+def empty_trace(with_topk: bool = False) -> pd.DataFrame:
+    return arrow_schema(with_topk).empty_table().to_pandas()
+
+
+def to_table(df: pd.DataFrame, metadata: dict | None = None) -> pa.Table:
+    """Cast a trace DataFrame to the trace schema (missing optional columns are an error)."""
+    with_topk = "s1_topk_probs" in df.columns
+    schema = arrow_schema(with_topk)
+    missing = [name for name in schema.names if name not in df.columns]
+    if missing:
+        raise ValueError(f"trace is missing columns: {missing}")
+    table = pa.Table.from_pandas(df[schema.names], preserve_index=False).cast(schema)
+    if metadata is not None:
+        table = table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata, default=str).encode()})
+    return table
+
+
+def write_trace(df: pd.DataFrame, path: str | os.PathLike, metadata: dict) -> None:
+    """Write atomically: a temporary file in the same folder, then rename into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        pq.write_table(to_table(df, metadata), tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_trace(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
+    table = pq.read_table(path)
+    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+    return table.to_pandas(), (json.loads(raw) if raw else {})
