@@ -15,6 +15,8 @@ logits, do not depend on how many holes its cache has or what else is in the bat
 from __future__ import annotations
 
 import torch
+import inspect
+
 from transformers import DynamicCache
 
 from fsgen.models import model_device
@@ -28,6 +30,11 @@ class CachedModel:
         self.vocab_size = vocab_size  # logits past the shared tokenizer vocabulary are dropped
         self.device = model_device(model)
         self.cache = DynamicCache(config=model.config)
+        # transformers ≥ 5.2x renamed forward's `past_key_values` to `cache`; older and
+        # remote-code models still take `past_key_values`
+        params = inspect.signature(model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self._takes_logits_to_keep = "logits_to_keep" in params
         # slot_mask[b, j] == 1 when cache slot j holds a real token of row b   # [B, L]
         self.slot_mask = torch.zeros(batch_size, 0, dtype=torch.long, device=self.device)
         # logical position of the next token of each row (0-based)             # [B]
@@ -40,13 +47,14 @@ class CachedModel:
         return self.slot_mask.shape[0]
 
     @torch.no_grad()
-    def forward(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, valid: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """Append a right-aligned block and return float32 log-probabilities.
 
         tokens: [B, T] token ids (filler ids where `valid` is False)
         valid:  [B, T] bool, True for real tokens; each row's True entries are a suffix
-        returns [B, T, V] log-softmax over the shared vocabulary; only positions where
-                `valid` is True are meaningful.
+        last_only: compute logits for the block's last slot only (every row's last real token)
+        returns [B, T, V] (or [B, 1, V] with last_only) log-softmax over the shared vocabulary;
+                only positions where `valid` is True are meaningful.
         """
         tokens = tokens.to(self.device)
         valid = valid.to(self.device)
@@ -55,29 +63,37 @@ class CachedModel:
         positions = (self.next_position[:, None] + block.cumsum(dim=1) - 1).clamp_min(0) * block
         past = self.slot_mask.shape[1]
         attention_mask = torch.cat([self.slot_mask, block], dim=1)  # [B, L + T]
+        extra = {"logits_to_keep": 1} if last_only and self._takes_logits_to_keep else {}
         out = self.model(
             input_ids=tokens,
             attention_mask=attention_mask,
             position_ids=positions,
-            past_key_values=self.cache,
             cache_position=torch.arange(past, past + tokens.shape[1], device=self.device),
             use_cache=True,
+            **{self._cache_kwarg: self.cache},
+            **extra,
         )
         self.slot_mask = attention_mask
         self._last_block = block.sum(dim=1)
         self.next_position = self.next_position + self._last_block
         logits = out.logits[..., : self.vocab_size].float()
+        if last_only:
+            logits = logits[:, -1:]
         return torch.log_softmax(logits, dim=-1)
 
     def discard_last(self, counts: torch.Tensor) -> None:
         """Roll back: forget the last `counts[b]` real tokens of each row.
 
-        counts: [B] long, each ≤ the number of real tokens in the row's most recent block.
+        counts: [B] long, each ≤ the number of real slots at the end of the row's cache: the
+        last block's real tokens, and earlier blocks' too when no filler or hole lies between
+        (speculative decoding rolls back drafts appended by several one-token forwards).
         The slots are masked out (a hole), and trailing slots no row uses are cropped.
         """
         counts = counts.to(self.device)
-        if bool((counts > self._last_block).any()):
-            raise ValueError("cannot discard more tokens than the last block appended")
+        # real slots at the end of each row: the run of ones ending at the last slot   # [B]
+        trailing_real = self.slot_mask.flip(1).cumprod(dim=1).sum(dim=1)
+        if bool((counts > trailing_real).any()):
+            raise ValueError("cannot discard more tokens than the row's trailing real slots")
         if not bool(counts.any()):
             return
         length = self.slot_mask.shape[1]
@@ -87,7 +103,7 @@ class CachedModel:
         discard = slot_index >= (length - counts[:, None])
         self.slot_mask = self.slot_mask.masked_fill(discard, 0)
         self.next_position = self.next_position - counts
-        self._last_block = self._last_block - counts
+        self._last_block = (self._last_block - counts).clamp_min(0)
         used = self.slot_mask.any(dim=0).nonzero()
         keep = int(used.max()) + 1 if used.numel() else 0
         if keep < length:

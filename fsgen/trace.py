@@ -73,3 +73,18 @@ def read_trace(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
     table = pq.read_table(path)
     raw = (table.schema.metadata or {}).get(METADATA_KEY)
     return table.to_pandas(), (json.loads(raw) if raw else {})
+
+
+def records_to_frame(request_id: int, records: list[dict], with_topk: bool = False) -> pd.DataFrame:
+    """One request's trace rows from per-position dicts (keys: the schema columns but request_id).
+
+    Missing nullable columns (`s2_top1_prob`, `s2_entropy`, `round`) are null; `drafted` False.
+    Column dtypes follow the schema (via an Arrow round trip), so frames concatenate cleanly.
+    """
+    schema = arrow_schema(with_topk)
+    if not records:
+        return schema.empty_table().to_pandas()
+    columns = {name: [r.get(name) for r in records] for name in schema.names if name != "request_id"}
+    columns["request_id"] = [request_id] * len(records)
+    columns["drafted"] = [bool(v) for v in columns["drafted"]]
+    return pa.Table.from_pydict({n: columns[n] for n in schema.names}, schema=schema).to_pandas()

@@ -145,3 +145,27 @@ def reference_points(reference: pd.DataFrame) -> pd.DataFrame:
         "small_params": reference["small_params_b"].astype(float) * 1e9,
         "freq": reference["collaboration_frequency"].astype(float),
     })
+
+
+def jobs_points(jobs: pd.DataFrame, value: str = "freq_pooled") -> pd.DataFrame:
+    """Our per-job table as scaling-law points: pair jobs only (single-model runs have no ratio)."""
+    from fsgen.analysis.stats import pair_mask
+
+    pair_jobs = jobs[pair_mask(jobs)].dropna(subset=["large_params", "small_params"])
+    return pd.DataFrame({
+        "method": pair_jobs["method"], "benchmark": pair_jobs["benchmark"],
+        "large": pair_jobs["large"], "small": pair_jobs["small"],
+        "large_params": pair_jobs["large_params"].astype(float),
+        "small_params": pair_jobs["small_params"].astype(float),
+        "freq": pair_jobs[value].astype(float),
+    })
+
+
+def scaling_tables(jobs: pd.DataFrame, reference: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(fits, residuals) for our jobs (source "ours") and, if given, the reference ("paper")."""
+    fits, residuals = fit_table(jobs_points(jobs), "ours")
+    if reference is not None:
+        ref_fits, ref_res = fit_table(reference_points(reference), "paper")
+        fits = pd.concat([fits, ref_fits], ignore_index=True)
+        residuals = pd.concat([residuals, ref_res], ignore_index=True)
+    return fits, residuals

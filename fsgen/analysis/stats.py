@@ -141,3 +141,11 @@ def primary_metric(metrics: dict | None, name: str | None = None) -> float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
     return math.nan
+
+
+SINGLE_KINDS = ("single", "small", "large")  # one-model runs: baselines, not collaborations
+
+
+def pair_mask(jobs: pd.DataFrame) -> pd.Series:
+    """Rows of a per-job table that are collaborations between two models (not single runs)."""
+    return ~jobs["kind"].isin(SINGLE_KINDS) & jobs["large"].notna() & jobs["small"].notna()

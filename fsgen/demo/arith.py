@@ -46,7 +46,7 @@ class Difficulty:
     max_start: int = 99            # the starting amount is drawn from [2, max_start]
     max_operand: int = 99          # + and - operands are drawn from [1, max_operand]
     max_factor: int = 9            # * factors are drawn from [2, max_factor]
-    max_value: int = 999           # every running total stays in [0, max_value]
+    max_value: int = 999           # every running total stays in [1, max_value]
     ops: tuple[str, ...] = field(default=OPS)  # allowed operations, a subset of "+", "-", "*"
 
     def __post_init__(self):
@@ -67,14 +67,14 @@ def _apply(op: str, x: int, b: int) -> int:
 
 
 def _pick_step(rng: random.Random, total: int, d: Difficulty) -> tuple[str, int] | None:
-    """An operation and operand that keep the running total in [0, max_value], or None."""
+    """An operation and operand that keep the running total in [1, max_value], or None."""
     choices = []
     for op in d.ops:
         if op == "+" and total + 1 <= d.max_value:
             choices.append((op, rng.randint(1, min(d.max_operand, d.max_value - total))))
-        elif op == "-" and total >= 1:
-            choices.append((op, rng.randint(1, min(d.max_operand, total))))
-        elif op == "*" and total * 2 <= d.max_value:
+        elif op == "-" and total >= 2:  # leave at least 1: "how many ... now?" with 0 reads oddly
+            choices.append((op, rng.randint(1, min(d.max_operand, total - 1))))
+        elif op == "*" and 1 <= total and total * 2 <= d.max_value:
             choices.append((op, rng.randint(2, min(d.max_factor, d.max_value // total))))
     return rng.choice(choices) if choices else None
 

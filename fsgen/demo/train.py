@@ -30,7 +30,7 @@ log = logging.getLogger("fsgen.demo")
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 # Every digit is its own pre-token (with the space before it, if any), so numbers are spelled
 # digit by digit and arithmetic is learnable; words and punctuation keep their leading space.
-PRETOKEN_PATTERN = r"\s?\d|\s?[A-Za-z]+|\s?[^\sA-Za-z\d]|\s+"
+PRETOKEN_PATTERN = r"\s?\d|\s?[A-Za-z]+|\s?[^\sA-Za-z\d]+|\s+"
 SIDECAR = "fsgen_model.json"
 
 
@@ -157,8 +157,11 @@ def _lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
 
 
 def fit(model, examples, pad_id: int, steps: int, batch_size: int, lr: float, warmup: int,
-        weight_decay: float, seed: int, desc: str = "train", progress: bool = True) -> list[float]:
-    """AdamW on random batches drawn with a seeded generator; returns the loss of every step."""
+        weight_decay: float, seed: int, desc: str = "train", progress: bool = True, callback=None) -> list[float]:
+    """AdamW on random batches drawn with a seeded generator; returns the loss of every step.
+
+    `callback(step, model)`, if given, runs after every optimizer step (e.g. to evaluate).
+    """
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
     model.train()
@@ -174,6 +177,8 @@ def fit(model, examples, pad_id: int, steps: int, batch_size: int, lr: float, wa
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         losses.append(loss.item())
+        if callback is not None:
+            callback(step + 1, model)
         if step % 100 == 0 or step == steps - 1:
             recent = sum(losses[-100:]) / len(losses[-100:])
             bar.set_postfix(loss=f"{recent:.4f}")

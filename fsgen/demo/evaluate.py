@@ -1,0 +1,126 @@
+"""Quick checks of the demo family without the pipeline: greedy accuracy and oracle frequency.
+
+These are the measurements the family was tuned with (docs/demo.md); the pipeline measures the
+same things through lm-eval and fsgen.engine. Plain HF forwards, no KV-cache tricks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fsgen.demo.arith import extract_flexible, extract_strict, extract_tuned_style, final_answer
+from fsgen.demo.train import format_prompt
+
+
+@torch.no_grad()
+def greedy_generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 48,
+                    batch_size: int = 50) -> list[list[int]]:
+    """Greedy continuations (token ids, up to and including EOS) of each prompt."""
+    eos = tokenizer.eos_token_id
+    outputs = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        encoded = [tokenizer.encode(p, add_special_tokens=False) for p in chunk]
+        width = max(len(ids) for ids in encoded)
+        # Left padding so every row's next token comes from the last column.
+        input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)  # [B, T]
+        attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)                   # [B, T]
+        for i, ids in enumerate(encoded):
+            input_ids[i, width - len(ids) :] = torch.tensor(ids)
+            attention_mask[i, width - len(ids) :] = 1
+        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                             do_sample=False, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
+        for row in out[:, width:].tolist():
+            outputs.append(row[: row.index(eos) + 1] if eos in row else row)
+    return outputs
+
+
+def accuracy(model, tokenizer, problems: list[dict], max_new_tokens: int = 48) -> dict:
+    """Exact-match rates of greedy answers under the task's three filters, plus a few samples."""
+    prompts = [format_prompt(p["question"]) for p in problems]
+    texts = [tokenizer.decode(ids, skip_special_tokens=True)
+             for ids in greedy_generate(model, tokenizer, prompts, max_new_tokens)]
+    gold = [final_answer(p) for p in problems]
+    n = len(problems)
+    return {
+        "strict": sum(extract_strict(t) == g for t, g in zip(texts, gold)) / n,
+        "flexible": sum(extract_flexible(t) == g for t, g in zip(texts, gold)) / n,
+        "tuned_style": sum(extract_tuned_style(t) == g for t, g in zip(texts, gold)) / n,
+        "samples": texts[:3],
+    }
+
+
+@torch.no_grad()
+def oracle_frequency(large, small, tokenizer, problems: list[dict], max_new_tokens: int = 48) -> float:
+    """Share of the large model's greedy tokens where the small model's argmax differs.
+
+    The small model is teacher-forced on prompt + the large model's output: this is oracle
+    decoding's intervention rate (System 2 decides every token, interventions where they differ).
+    """
+    prompts = [format_prompt(p["question"]) for p in problems]
+    generated = greedy_generate(large, tokenizer, prompts, max_new_tokens)
+    vocab = len(tokenizer)
+    disagreements = tokens = 0
+    for prompt, gen in zip(prompts, generated):
+        ids = tokenizer.encode(prompt, add_special_tokens=False)
+        full = torch.tensor([ids + gen])                                   # [1, T]
+        logits = small(input_ids=full).logits[0, :, :vocab]               # [T, V]
+        # The logits at position t predict token t + 1: those predicting the generated tokens.
+        predicted = logits[len(ids) - 1 : len(ids) - 1 + len(gen)].argmax(-1)  # [G]
+        disagreements += int((predicted != torch.tensor(gen)).sum())
+        tokens += len(gen)
+    return disagreements / max(1, tokens)
+
+
+@torch.no_grad()
+def proxy_generate(large, small_base, small_tuned, tokenizer, prompts: list[str], alpha: float = 1.0,
+                   max_new_tokens: int = 48, batch_size: int = 50) -> list[list[int]]:
+    """Greedy proxy tuning: argmax of log p_large + α (log p_tuned − log p_base), full forwards.
+
+    A slow obvious reference (no KV cache) used to check that the tuned variant's style carries
+    over to the large model.
+    """
+    eos, vocab = tokenizer.eos_token_id, len(tokenizer)
+    outputs = []
+    for start in range(0, len(prompts), batch_size):
+        encoded = [tokenizer.encode(p, add_special_tokens=False) for p in prompts[start : start + batch_size]]
+        width = max(len(ids) for ids in encoded)
+        input_ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)  # [B, T]
+        attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)                   # [B, T]
+        for i, ids in enumerate(encoded):
+            input_ids[i, width - len(ids) :] = torch.tensor(ids)
+            attention_mask[i, width - len(ids) :] = 1
+        done = torch.zeros(len(encoded), dtype=torch.bool)                                      # [B]
+        generated = []
+        for _ in range(max_new_tokens):
+            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)                         # [B, T]
+            def logp(model):
+                logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
+                return torch.log_softmax(logits[:, -1, :vocab].float(), dim=-1)                  # [B, V]
+            scores = logp(large) + alpha * (logp(small_tuned) - logp(small_base))
+            next_ids = torch.where(done, torch.full_like(done, tokenizer.pad_token_id, dtype=torch.long),
+                                   scores.argmax(-1))                                           # [B]
+            generated.append(next_ids)
+            input_ids = torch.cat([input_ids, next_ids[:, None]], dim=1)
+            attention_mask = torch.cat([attention_mask, (~done).long()[:, None]], dim=1)
+            done |= next_ids == eos
+            if done.all():
+                break
+        for row in torch.stack(generated, dim=1).tolist():
+            outputs.append(row[: row.index(eos) + 1] if eos in row else row)
+    return outputs
+
+
+def proxy_accuracy(large, small_base, small_tuned, tokenizer, problems: list[dict], alpha: float = 1.0) -> dict:
+    """accuracy() for greedy proxy tuning (strict, flexible, tuned_style rates)."""
+    prompts = [format_prompt(p["question"]) for p in problems]
+    texts = [tokenizer.decode(ids, skip_special_tokens=True)
+             for ids in proxy_generate(large, small_base, small_tuned, tokenizer, prompts, alpha)]
+    gold = [final_answer(p) for p in problems]
+    n = len(problems)
+    return {
+        "strict": sum(extract_strict(t) == g for t, g in zip(texts, gold)) / n,
+        "flexible": sum(extract_flexible(t) == g for t, g in zip(texts, gold)) / n,
+        "tuned_style": sum(extract_tuned_style(t) == g for t, g in zip(texts, gold)) / n,
+        "samples": texts[:3],
+    }

@@ -1,0 +1,284 @@
+"""Collaborative decoding of a batch of prompts by System 1 (small) and System 2 (large).
+
+`decode` is the one entry point for every method. It owns what is common to all of them:
+tokenising and truncating prompts, batching, the progress bar, cutting generations at stop
+criteria, assembling generations and the trace, and run metadata. The token-by-token work is
+in `fsgen.steploop` (every method and router), `fsgen.fastpath` (oracle with the `always`
+router: one `generate` of the large model) and `fsgen.speculative`.
+
+Defined behaviour for odd inputs:
+- a model that never emits EOS runs to `max_new_tokens` and stops;
+- an empty prompt decodes from the tokenizer's BOS token; without a BOS token it raises
+  ValueError naming the request;
+- a prompt longer than `context - max_new_tokens` tokens, where `context` is the smallest
+  `max_position_embeddings` of the systems in use, keeps its last `context - max_new_tokens`
+  tokens (left truncation; the end of a prompt is what the continuation depends on) and a
+  warning names the request; when `max_new_tokens >= context` a ValueError is raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+
+from fsgen.config import DecodeConfig
+from fsgen.models import (
+    check_shared_tokenizer,
+    load_model,
+    load_tokenizer,
+    model_device,
+    shared_vocab_size,
+)
+
+log = logging.getLogger(__name__)
+
+# which model roles each method needs
+NEEDED_ROLES = {
+    "small": ("small",),
+    "large": ("large",),
+    "oracle": ("small", "large"),
+    "contrastive": ("small", "large"),
+    "proxy": ("small", "large", "small_tuned"),
+    "speculative": ("small", "large"),
+}
+
+
+@dataclass
+class Systems:
+    """What decode() runs on. Models may be None when the method does not need them."""
+
+    tokenizer: object  # the shared tokenizer (left padding, pad token set)
+    small: torch.nn.Module | None = None  # System 1 (base small model)
+    large: torch.nn.Module | None = None  # System 2
+    small_tuned: torch.nn.Module | None = None  # proxy: the tuned small model (System 1 of proxy)
+    names: dict[str, str] = field(default_factory=dict)  # role -> path/id, for metadata
+    vocab_size: int = 0  # shared tokenizer vocabulary; logits past it are dropped
+
+
+def require_roles(systems: Systems, method: str) -> None:
+    """Raise ValueError naming the first role `method` needs that `systems` lacks."""
+    for role in NEEDED_ROLES[method]:
+        if getattr(systems, role) is None:
+            raise ValueError(f"method {method!r} needs the {role} model, which was not given")
+
+
+def load_systems(
+    small: str | None = None,
+    large: str | None = None,
+    small_tuned: str | None = None,
+    method: str = "oracle",
+    dtype: str = "float32",
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+) -> Systems:
+    """Load the models `method` needs, tokenizers first.
+
+    The tokenizers are loaded and compared before any weights (TokenizerMismatch naming both
+    models); a method that needs a model given as None raises ValueError naming the role.
+    Models not needed by the method are not loaded.
+    """
+    if method not in NEEDED_ROLES:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(NEEDED_ROLES)}")
+    given = {"small": small, "large": large, "small_tuned": small_tuned}
+    for role in NEEDED_ROLES[method]:
+        if given[role] is None:
+            raise ValueError(f"method {method!r} needs the {role} model (--{role.replace('_', '-')})")
+    names = {role: str(given[role]) for role in NEEDED_ROLES[method]}
+    tokenizers = {names[role]: load_tokenizer(names[role], trust_remote_code) for role in names}
+    if len(tokenizers) > 1:
+        check_shared_tokenizer(tokenizers)
+    tokenizer = next(iter(tokenizers.values()))
+    models = {role: load_model(names[role], dtype, device, trust_remote_code) for role in names}
+    return Systems(
+        tokenizer=tokenizer,
+        small=models.get("small"),
+        large=models.get("large"),
+        small_tuned=models.get("small_tuned"),
+        names=names,
+        vocab_size=shared_vocab_size(tokenizer),
+    )
+
+
+@dataclass
+class DecodeResult:
+    generations: list[dict]  # {"request_id", "prompt", "text", "token_ids"} in input order
+    trace: pd.DataFrame  # trace schema columns, sorted by (request_id, position)
+    metadata: dict  # method, models, parameters, seed, versions
+
+
+def context_length(systems: Systems, method: str) -> int | None:
+    """The smallest `max_position_embeddings` of the models the method uses (None if unknown)."""
+    lengths = []
+    for role in NEEDED_ROLES[method]:
+        config = getattr(getattr(systems, role), "config", None)
+        length = getattr(config, "max_position_embeddings", None)
+        if length:
+            lengths.append(int(length))
+    return min(lengths) if lengths else None
+
+
+def prepare_prompt(tokenizer, prompt: str, request_id: int, max_new_tokens: int, context: int | None) -> list[int]:
+    """Token ids of one prompt: BOS for an empty prompt, left-truncated to fit the context."""
+    ids = list(tokenizer(prompt).input_ids)
+    if not ids:
+        if tokenizer.bos_token_id is None:
+            raise ValueError(f"request {request_id}: empty prompt and the tokenizer has no BOS token to start from")
+        ids = [tokenizer.bos_token_id]
+    if context is not None:
+        room = context - max_new_tokens
+        if room < 1:
+            raise ValueError(
+                f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a context of {context} tokens"
+            )
+        if len(ids) > room:
+            log.warning(
+                "request %d: prompt of %d tokens left-truncated to its last %d (context %d − max_new_tokens %d)",
+                request_id, len(ids), room, context, max_new_tokens,
+            )
+            ids = ids[-room:]
+    return ids
+
+
+def fsgen_version() -> str:
+    """The installed distribution's version; the package's own when run from a source tree."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fsgen")
+    except PackageNotFoundError:
+        import fsgen
+
+        return getattr(fsgen, "__version__", "unknown")
+
+
+def run_metadata(systems: Systems, config: DecodeConfig) -> dict:
+    """What goes into the trace's Parquet metadata."""
+    import transformers
+
+    params = config.to_dict()
+    params["stop"] = list(config.stop)
+    return {
+        "method": config.method,
+        "router": config.router if config.method in ("oracle", "contrastive", "proxy") else None,
+        "models": dict(systems.names),
+        "params": params,
+        "seed": config.seed,
+        "k": config.k,
+        "vocab_size": systems.vocab_size,
+        "versions": {"fsgen": fsgen_version(), "torch": torch.__version__, "transformers": transformers.__version__},
+    }
+
+
+def show_progress(config: DecodeConfig) -> bool:
+    return sys.stderr.isatty() if config.progress is None else bool(config.progress)
+
+
+def run_batch(systems: Systems, prompt_ids, request_ids, config: DecodeConfig, router, stop) -> list[tuple[list[int], pd.DataFrame]]:
+    """One batch under the configured method: per request (generated ids, trace rows)."""
+    from fsgen.trace import records_to_frame
+
+    if config.method == "speculative":
+        from fsgen.speculative import speculative_batch  # written separately; imported when used
+
+        return speculative_batch(systems, prompt_ids, request_ids, config, stop)
+    if config.method == "oracle" and router.name == "always":
+        from fsgen.fastpath import oracle_fast_batch
+
+        rows = oracle_fast_batch(systems, prompt_ids, config, stop)
+    else:
+        from fsgen.steploop import step_batch
+
+        rows = step_batch(systems, prompt_ids, config, router, stop)
+    return [(ids, records_to_frame(rid, recs, config.top_k > 0)) for (ids, recs), rid in zip(rows, request_ids)]
+
+
+def decode(
+    systems: Systems,
+    prompts: list[str],
+    config: DecodeConfig,
+    request_ids: list[int] | None = None,
+    on_result: Callable[[dict, pd.DataFrame], None] | None = None,
+) -> DecodeResult:
+    """Decode `prompts` under `config.method`; see the module docstring for odd inputs.
+
+    Prompts are batched by length (longest first) to limit padding; a row's result does not
+    depend on the batch it is in. `on_result(generation, trace_rows)` is called for each request
+    as its batch finishes. Generations come back in input order, the trace sorted by
+    (request_id, position).
+    """
+    from tqdm.auto import tqdm
+
+    from fsgen.routers import parse_router
+    from fsgen.stopping import StopCriteria, eos_token_ids
+    from fsgen.trace import empty_trace
+
+    require_roles(systems, config.method)
+    router = parse_router(config.router)
+    if request_ids is None:
+        request_ids = list(range(len(prompts)))
+    if len(request_ids) != len(prompts):
+        raise ValueError(f"{len(request_ids)} request_ids for {len(prompts)} prompts")
+    context = context_length(systems, config.method)
+    prompt_ids = [
+        prepare_prompt(systems.tokenizer, p, rid, config.max_new_tokens, context) for p, rid in zip(prompts, request_ids)
+    ]
+    models = [getattr(systems, role) for role in NEEDED_ROLES[config.method]]
+    stop = StopCriteria(systems.tokenizer, eos_token_ids(systems.tokenizer, *models), config.stop, config.max_new_tokens)
+
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompt_ids[i]))
+    batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    generations: list[dict | None] = [None] * len(prompts)
+    frames = []
+    for batch in tqdm(batches, desc=f"fsgen {config.method}", unit="batch", disable=not show_progress(config)):
+        results = run_batch(
+            systems, [prompt_ids[i] for i in batch], [request_ids[i] for i in batch], config, router, stop
+        )
+        for i, (ids, rows) in zip(batch, results):
+            generation = {
+                "request_id": request_ids[i],
+                "prompt": prompts[i],
+                "text": stop.text(ids),
+                "token_ids": [int(t) for t in ids],
+            }
+            generations[i] = generation
+            frames.append(rows)
+            if on_result is not None:
+                on_result(generation, rows)
+    frames = [f for f in frames if len(f)]
+    trace = pd.concat(frames, ignore_index=True) if frames else empty_trace(config.top_k > 0)
+    trace = trace.sort_values(["request_id", "position"], kind="stable").reset_index(drop=True)
+    return DecodeResult(generations=generations, trace=trace, metadata=run_metadata(systems, config))
+
+
+@torch.no_grad()
+def method_logprobs(systems: Systems, config: DecodeConfig, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """[B, T, V] float32 log-probs of the method's next-token distribution, teacher-forced.
+
+    Full forwards without cache over left-padded inputs (lm-eval loglikelihood). small: the
+    small model; large, oracle, speculative: the large model; contrastive and proxy: the
+    combined score renormalised with log-softmax (implausible tokens -inf). The router is not
+    applied: this is the distribution used wherever System 2 is consulted.
+    """
+    from fsgen.fastpath import full_logprobs
+    from fsgen.methods import contrastive_scores, proxy_scores
+
+    require_roles(systems, config.method)
+    V = systems.vocab_size
+
+    def lp(model):
+        return full_logprobs(model, input_ids, attention_mask, V).cpu()
+
+    if config.method == "small":
+        return lp(systems.small)
+    if config.method in ("large", "oracle", "speculative"):
+        return lp(systems.large)
+    if config.method == "contrastive":
+        scores = contrastive_scores(lp(systems.large), lp(systems.small), config.alpha, config.beta, config.formula)
+    else:  # proxy
+        scores = proxy_scores(lp(systems.large), lp(systems.small_tuned), lp(systems.small), config.alpha)
+    return torch.log_softmax(scores, dim=-1)

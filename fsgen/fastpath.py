@@ -1,0 +1,134 @@
+"""Oracle decoding with the `always` router, fast: the output is the large model's greedy output.
+
+One batched `generate` of the large model, then one teacher-forced forward of the small model
+over prompt + generation records what System 1 would have chosen at every position. The trace
+equals the step loop's (tested): tokens exactly, probabilities to float rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+from fsgen.config import DecodeConfig
+from fsgen.distributions import summarize
+from fsgen.models import model_device
+from fsgen.stopping import StopCriteria
+
+
+class SharedVocabOnly(LogitsProcessor):
+    """Padded embedding rows past the shared tokenizer vocabulary are never chosen."""
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores[:, self.vocab_size :] = float("-inf")
+        return scores
+
+
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids [B, T] left-padded with pad_id, attention_mask [B, T]."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        mask[row, width - len(seq) :] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def full_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """[B, T, V] float32 log-probs of one full forward (no cache) over left-padded inputs.
+
+    Positions count real tokens only (as CachedModel does), so padding does not shift them.
+    """
+    device = model_device(model)
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    position_ids = (attention_mask.long().cumsum(dim=-1) - 1).clamp_min(0)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    return torch.log_softmax(out.logits[..., :vocab_size].float(), dim=-1)
+
+
+@torch.no_grad()
+def greedy_generate(model, prompt_ids: list[list[int]], max_new_tokens: int, eos_ids, pad_id: int, vocab_size: int):
+    """Greedy `generate` over a left-padded batch on the shared vocabulary.
+
+    The model's own generation_config (which may ask for sampling or a repetition penalty) is
+    swapped for a clean greedy one during the call. Returns (new ids [B, N], logits [B, N, Vm]).
+    """
+    input_ids, attention_mask = left_pad(prompt_ids, pad_id)
+    device = model_device(model)
+    clean = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=sorted(eos_ids) or None,
+        pad_token_id=pad_id,
+        return_dict_in_generate=True,
+        output_logits=True,
+    )
+    saved = model.generation_config
+    model.generation_config = clean
+    try:
+        out = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            generation_config=clean,
+            logits_processor=LogitsProcessorList([SharedVocabOnly(vocab_size)]),
+        )
+    finally:
+        model.generation_config = saved
+    new_ids = out.sequences[:, input_ids.shape[1] :]
+    return new_ids, torch.stack(out.logits, dim=1)
+
+
+@torch.no_grad()
+def oracle_fast_batch(
+    systems, prompt_ids: list[list[int]], config: DecodeConfig, stop: StopCriteria
+) -> list[tuple[list[int], list[dict]]]:
+    """Oracle + always router for one batch. Same return value as `steploop.step_batch`."""
+    filler = systems.tokenizer.pad_token_id or 0
+    vocab = systems.vocab_size
+    new_ids, large_logits = greedy_generate(
+        systems.large, prompt_ids, config.max_new_tokens, stop.eos_token_ids, filler, vocab
+    )
+    large_logprobs = torch.log_softmax(large_logits[..., :vocab].float(), dim=-1)  # [B, N, V]
+    generations = []
+    for row, ids in enumerate(new_ids.tolist()):
+        keep = stop.finished_length(ids) or len(ids)
+        generations.append(ids[:keep])
+    # System 1 teacher-forced over prompt + generation (the last generated token is not read)
+    sequences = [p + g[:-1] for p, g in zip(prompt_ids, generations)]
+    input_ids, attention_mask = left_pad(sequences, filler)
+    small_logprobs = full_logprobs(systems.small, input_ids, attention_mask, vocab)  # [B, T, V]
+    width = input_ids.shape[1]
+    results = []
+    for row, (prompt, gen) in enumerate(zip(prompt_ids, generations)):
+        n = len(gen)
+        # the distribution for generated token j is read at the sequence's position len(prompt)+j-1
+        s1_lp = small_logprobs[row, width - n :].to(large_logprobs.device)  # [n, V]
+        s1_sum = summarize(s1_lp, config.top_k)
+        s2_sum = summarize(large_logprobs[row, :n])
+        s1_token = s1_sum.argmax.tolist()
+        records = []
+        for j, token in enumerate(gen):
+            record = {
+                "position": j,
+                "token_id": token,
+                "s1_token_id": s1_token[j],
+                "s2_called": True,
+                "intervened": token != s1_token[j],
+                "s1_top1_prob": float(s1_sum.top1_prob[j]),
+                "s1_top2_prob": float(s1_sum.top2_prob[j]),
+                "s1_entropy": float(s1_sum.entropy[j]),
+                "s2_top1_prob": float(s2_sum.top1_prob[j]),
+                "s2_entropy": float(s2_sum.entropy[j]),
+            }
+            if config.top_k:
+                record["s1_topk_probs"] = s1_sum.topk_probs[j].tolist()
+                record["s1_topk_ids"] = s1_sum.topk_ids[j].tolist()
+            records.append(record)
+        results.append((gen, records))
+    return results
+

@@ -1,0 +1,195 @@
+"""Decode, then score: the two lm-eval runs of one (benchmark, method, models) job.
+
+run_decode (GPU job): lm-eval in predict-only mode with the `fsgen` model. Writes to out_dir
+    samples.jsonl       lm-eval's samples (one per doc and filter) with `task` added: the raw
+                        responses (`resps`) that scoring replays
+    generations.jsonl   one per generate_until request: request_id, task, doc_id, idx, prompt,
+                        text, token_ids (joins the trace to the samples)
+    trace.parquet       the per-token trace (request_id = the request's index, see above)
+    decode_results.json lm-eval's results/config of the decode run (no metrics)
+run_score (CPU job): lm-eval again, with the `fsgen-replay` model answering from samples.jsonl,
+    so lm-eval re-applies filters and metrics. Writes to out_dir
+    metrics.json        {benchmark, task, n, seed, limit, doc_ids, metrics: {"metric,filter": v}, decode}
+    lm_eval_results.json lm-eval's own results (no samples)
+    scored_samples.jsonl lm-eval's samples with per-doc metrics
+
+Both select the same documents: `limit` of them drawn with the benchmark's `seed` (sorted
+indices), and seed lm-eval's random/numpy/torch/few-shot generators with it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from contextlib import nullcontext
+from pathlib import Path
+
+import lm_eval
+from lm_eval.utils import handle_non_serializable
+
+import fsgen.harness  # noqa: F401  (registers the models, built-ins first)
+from fsgen.harness import code_eval
+from fsgen.harness.tasks import (
+    benchmark_entry,
+    check_code_execution,
+    load_task,
+    make_task_manager,
+    select_samples,
+    task_name,
+)
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- atomic writers
+
+
+def _tmp(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_json(obj, path) -> None:
+    path = Path(path)
+    tmp = _tmp(path)
+    tmp.write_text(json.dumps(obj, indent=2, default=handle_non_serializable, ensure_ascii=False) + "\n",
+                   encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_jsonl(rows, path) -> None:
+    path = Path(path)
+    tmp = _tmp(path)
+    with tmp.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, default=handle_non_serializable, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- one lm-eval run
+
+
+def evaluate_benchmark(lm, benchmark: str, entry: dict, work_dir, *, predict_only: bool, tasks_dir=None,
+                       include_path=None, bootstrap_iters: int = 100000) -> tuple[dict, list[int] | None]:
+    """simple_evaluate of one benchmark with its document selection and seeds.
+
+    Task overrides are read from `include_path` when given (written by the workflow), else
+    written to work_dir/tasks. Returns (lm-eval results, the selected dataset indices or None
+    for all documents).
+    """
+    entry = benchmark_entry(benchmark, entry)
+    check_code_execution(benchmark, entry)
+    task = task_name(entry)
+    if include_path is not None:
+        manager = make_task_manager({benchmark: entry}, include_path, tasks_dir, write=False)
+    else:
+        manager = make_task_manager({benchmark: entry}, Path(work_dir) / "tasks", tasks_dir)
+    task_obj = load_task(manager, task)
+    check_code_execution(benchmark, entry, {"unsafe_code": getattr(task_obj, "UNSAFE_CODE", False)})
+    indices = select_samples(len(task_obj.eval_docs), entry["limit"], entry["seed"])
+    seed = int(entry["seed"])
+    allow = entry["allow_code_execution"] and not predict_only
+    with code_eval.allow_code_execution() if allow else nullcontext():
+        results = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=[task],
+            task_manager=manager,
+            samples={task: indices} if indices is not None else None,
+            num_fewshot=entry["num_fewshot"],
+            gen_kwargs=({"max_gen_toks": int(entry["max_new_tokens"])}
+                        if task_obj.get_config("output_type") == "generate_until" else None),
+            batch_size=entry["batch_size"],
+            predict_only=predict_only,
+            log_samples=True,
+            bootstrap_iters=bootstrap_iters,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+            confirm_run_unsafe_code=bool(entry["allow_code_execution"]),
+        )
+    if results is None:
+        raise RuntimeError(f"benchmark {benchmark!r}: lm-eval returned no results (not rank 0?)")
+    return results, indices
+
+
+def _samples_rows(results: dict) -> list[dict]:
+    return [{"task": task, **sample} for task, samples in results.get("samples", {}).items() for sample in samples]
+
+
+def _without_samples(results: dict) -> dict:
+    return {k: v for k, v in results.items() if k != "samples"}
+
+
+# ---------------------------------------------------------------- decode
+
+
+def run_decode(benchmark: str, entry: dict, model_args: dict | None, out_dir, *, lm=None,
+               tasks_dir=None, include_path=None) -> dict:
+    """Decode one benchmark with the `fsgen` model (or `lm`, e.g. a stub) in predict-only mode.
+
+    The code-execution opt-in is checked before any model is loaded.
+    """
+    entry = benchmark_entry(benchmark, entry)
+    check_code_execution(benchmark, entry)
+    out_dir = Path(out_dir)
+    if lm is None:
+        from fsgen.harness.lm import FsgenLM
+
+        lm = FsgenLM(**{"batch_size": entry["batch_size"], **(model_args or {})})
+    results, indices = evaluate_benchmark(lm, benchmark, entry, out_dir, predict_only=True, tasks_dir=tasks_dir,
+                                          include_path=include_path)
+    task = task_name(entry)
+
+    def doc_id(task_, position):  # lm-eval numbers the selected docs 0..n-1
+        return indices[position] if (indices is not None and task_ == task) else position
+
+    run_info = {"benchmark": benchmark, "task": task, "entry": entry, "doc_ids": indices}
+    write_jsonl(_samples_rows(results), out_dir / "samples.jsonl")
+    if hasattr(lm, "write_generations"):
+        lm.write_generations(out_dir / "generations.jsonl", doc_ids=doc_id)
+        lm.write_trace(out_dir / "trace.parquet", {"harness": run_info})
+        run_info["fsgen"] = lm.metadata()
+    write_json({**_without_samples(results), "fsgen_run": run_info}, out_dir / "decode_results.json")
+    return results
+
+
+# ---------------------------------------------------------------- score
+
+
+def flat_metrics(task_results: dict) -> dict:
+    """lm-eval's "metric,filter" entries (values and stderrs; "N/A" without bootstrap), as floats."""
+    return {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in task_results.items() if "," in k}
+
+
+def run_score(benchmark: str, entry: dict, samples_path, out_dir, *, tasks_dir=None, include_path=None,
+              bootstrap_iters: int = 100000) -> dict:
+    """Re-score a decode run from its samples.jsonl with lm-eval's filters and metrics."""
+    from fsgen.harness.replay import ReplayLM
+
+    entry = benchmark_entry(benchmark, entry)
+    check_code_execution(benchmark, entry)
+    out_dir = Path(out_dir)
+    lm = ReplayLM(samples=str(samples_path))
+    results, indices = evaluate_benchmark(lm, benchmark, entry, out_dir, predict_only=False, tasks_dir=tasks_dir,
+                                          include_path=include_path, bootstrap_iters=bootstrap_iters)
+    task = task_name(entry)
+    decode_info = {}
+    decode_results = Path(samples_path).with_name("decode_results.json")
+    if decode_results.exists():
+        decode_info = json.loads(decode_results.read_text(encoding="utf-8")).get("fsgen_run", {}).get("fsgen", {})
+    metrics = {
+        "benchmark": benchmark,
+        "task": task,
+        "n": results.get("n-samples", {}).get(task, {}).get("effective"),
+        "seed": entry["seed"],
+        "limit": entry["limit"],
+        "doc_ids": indices,
+        "metrics": flat_metrics(results["results"][task]),
+        "decode": decode_info,
+    }
+    write_json(_without_samples(results), out_dir / "lm_eval_results.json")
+    write_jsonl(_samples_rows(results), out_dir / "scored_samples.jsonl")
+    write_json(metrics, out_dir / "metrics.json")
+    return metrics

@@ -1,0 +1,141 @@
+"""The token-by-token loop shared by small, large, oracle, contrastive and proxy decoding.
+
+Each step, System 1 reads the last token of every row and gives its next-token distribution;
+the router picks the rows for which System 2 is consulted. A consulted row feeds System 2 all
+the tokens it has not seen yet (the prompt on its first consultation, then every token decided
+since its last consultation) in one right-aligned block, so System 2's cache catches up in one
+forward pass and nothing is recomputed per token. Rows that finish leave the batch
+(`CachedModel.select_rows`), so a row's tokens never depend on the other rows.
+
+Roles per method (System 1 / System 2 side):
+  small: small / -            large: large / -  (the lone model is recorded as System 1)
+  oracle, contrastive: small / large            proxy: small_tuned / large + small (base)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fsgen.config import DecodeConfig
+from fsgen.distributions import summarize
+from fsgen.methods import contrastive_scores, oracle_choice, proxy_scores
+from fsgen.routers import NeverRouter, Router
+from fsgen.runner import CachedModel, right_align
+from fsgen.stopping import StopCriteria
+
+
+def system_roles(method: str) -> tuple[str, tuple[str, ...]]:
+    """(System 1 role, System 2 side roles) of a method run by the step loop."""
+    return {
+        "small": ("small", ()),
+        "large": ("large", ()),
+        "oracle": ("small", ("large",)),
+        "contrastive": ("small", ("large",)),
+        "proxy": ("small_tuned", ("large", "small")),
+    }[method]
+
+
+def choose_tokens(method: str, config: DecodeConfig, s1: torch.Tensor, s2_side: list[torch.Tensor]) -> torch.Tensor:
+    """The method's token for consulted rows. s1, s2_side[i]: [B, V] log-probs -> [B] long."""
+    if method == "oracle":
+        return oracle_choice(s2_side[0], s1)
+    if method == "contrastive":
+        return contrastive_scores(s2_side[0], s1, config.alpha, config.beta, config.formula).argmax(dim=-1)
+    if method == "proxy":
+        large, small_base = s2_side
+        return proxy_scores(large, s1, small_base, config.alpha).argmax(dim=-1)
+    raise ValueError(f"method {method!r} does not consult System 2")
+
+
+@torch.no_grad()
+def step_batch(
+    systems, prompt_ids: list[list[int]], config: DecodeConfig, router: Router, stop: StopCriteria
+) -> list[tuple[list[int], list[dict]]]:
+    """Decode one batch step by step. Returns per row (generated ids, per-position trace dicts)."""
+    s1_role, s2_roles = system_roles(config.method)
+    if not s2_roles:
+        router = NeverRouter()
+    batch = len(prompt_ids)
+    filler = systems.tokenizer.pad_token_id or 0
+    s1 = CachedModel(getattr(systems, s1_role), systems.vocab_size, batch)
+    s2_side = [CachedModel(getattr(systems, role), systems.vocab_size, batch) for role in s2_roles]
+    summary_k = max(config.top_k, router.top_k)
+
+    rows = list(range(batch))  # original row of each live batch row
+    s1_pending = [list(p) for p in prompt_ids]  # tokens System 1 has not read yet, per live row
+    s2_pending = [list(p) for p in prompt_ids]  # tokens System 2 has not read yet, per live row
+    if s2_side and not isinstance(router, NeverRouter) and max(len(p) for p in prompt_ids) > 1:
+        # Prefill System 2 with every prompt but its last token, all rows in one block: rows
+        # first consulted at different steps would otherwise each add a prompt-wide block of
+        # holes to everyone's cache. The last token stays pending so a consultation always
+        # has a token to read the next-token distribution from.
+        prefix = right_align([p[:-1] for p in prompt_ids], filler)
+        for model in s2_side:
+            model.forward(*prefix, last_only=True)
+        s2_pending = [[p[-1]] for p in prompt_ids]
+    generated: list[list[int]] = [[] for _ in range(batch)]
+    records: list[list[dict]] = [[] for _ in range(batch)]
+
+    while rows:
+        s1_logprobs = s1.forward(*right_align(s1_pending, filler), last_only=True)[:, -1]  # [B, V]
+        s1_sum = summarize(s1_logprobs, summary_k)
+        tokens = s1_sum.argmax.clone()  # [B]
+        consult = router.consult(s1_sum).to(tokens.device)  # [B] bool
+        s2_top1 = [math.nan] * len(rows)
+        s2_entropy = [math.nan] * len(rows)
+        if bool(consult.any()):
+            blocks = [s2_pending[i] if bool(consult[i]) else [] for i in range(len(rows))]
+            block = right_align(blocks, filler)
+            s2_logprobs = [model.forward(*block, last_only=True)[:, -1].to(tokens.device) for model in s2_side]  # [B, V] each
+            picked = choose_tokens(config.method, config, s1_logprobs, s2_logprobs)
+            tokens = torch.where(consult, picked, tokens)
+            s2_sum = summarize(s2_logprobs[0])  # System 2 = the large model
+            s2_top1 = s2_sum.top1_prob.tolist()
+            s2_entropy = s2_sum.entropy.tolist()
+            for i in range(len(rows)):
+                if bool(consult[i]):
+                    s2_pending[i] = []
+
+        step = _step_columns(tokens, s1_sum, consult, config.top_k)
+        keep = []
+        for i, row in enumerate(rows):
+            token = step["token_id"][i]
+            record = {name: values[i] for name, values in step.items()}
+            record["position"] = len(generated[row])
+            if record["s2_called"]:
+                record["s2_top1_prob"], record["s2_entropy"] = s2_top1[i], s2_entropy[i]
+            generated[row].append(token)
+            records[row].append(record)
+            if stop.finished_length(generated[row], checked=len(generated[row]) - 1) is None:
+                keep.append(i)
+                s1_pending[i] = [token]
+                s2_pending[i].append(token)
+        if len(keep) < len(rows):
+            index = torch.tensor(keep, dtype=torch.long)
+            for model in [s1, *s2_side]:
+                model.select_rows(index)
+            rows = [rows[i] for i in keep]
+            s1_pending = [s1_pending[i] for i in keep]
+            s2_pending = [s2_pending[i] for i in keep]
+    return list(zip(generated, records))
+
+
+def _step_columns(tokens, s1_sum, consult, top_k: int) -> dict[str, list]:
+    """Trace columns of one step as Python lists (one .tolist() per tensor, not per row)."""
+    token_id = tokens.tolist()
+    s1_token = s1_sum.argmax.tolist()
+    columns = {
+        "token_id": token_id,
+        "s1_token_id": s1_token,
+        "s2_called": consult.tolist(),
+        "intervened": [t != s for t, s in zip(token_id, s1_token)],
+        "s1_top1_prob": s1_sum.top1_prob.tolist(),
+        "s1_top2_prob": s1_sum.top2_prob.tolist(),
+        "s1_entropy": s1_sum.entropy.tolist(),
+    }
+    if top_k:
+        columns["s1_topk_probs"] = s1_sum.topk_probs[:, :top_k].tolist()
+        columns["s1_topk_ids"] = s1_sum.topk_ids[:, :top_k].tolist()
+    return columns

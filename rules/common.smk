@@ -1,0 +1,274 @@
+# Shared definitions: config checks, path patterns, wildcard constraints, and the named input,
+# params and resources functions the stage files use (they contain no lambdas). Functions only;
+# the config logic itself lives in fsgen/workflow.py (pure, unit-tested).
+import os
+import re
+from pathlib import Path
+
+from fsgen import workflow as fw
+
+SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
+TASKS_DIR = Path(workflow.basedir) / "workflow" / "tasks"
+# The config files in use: --configfile ones replace config/config.yaml (see Snakefile).
+CONFIG_FILES = [str(p) for p in (workflow.overwrite_configfiles or [DEFAULT_CONFIG])]
+
+try:
+    fw.load_and_check(config, SCHEMA, CONFIG_FILES, task_include_paths=[TASKS_DIR])
+except fw.ConfigError as err:
+    raise WorkflowError(f"invalid config ({', '.join(CONFIG_FILES)}): {err}") from None
+
+# Offline by default: every job reads the cache `snakemake fetch` filled (scripts/fetch.py turns
+# this off for itself). Set here so local jobs and cluster jobs (which re-read this file) agree.
+os.environ.update(HF_HOME=os.path.abspath(config["cache_dir"]), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+
+METHODS = fw.expand_methods(config)
+PAIR_JOBS = fw.decode_jobs(config)
+SINGLE_JOBS = fw.single_jobs(config)
+TRAINED = fw.trained_models(config)
+
+
+def alternation(names):
+    """Wildcard constraint matching exactly these names."""
+    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) or "(?!)"
+
+
+wildcard_constraints:
+    benchmark=alternation(config["benchmarks"]),
+    method=alternation(METHODS),
+    large=alternation(config["models"]),
+    small=alternation(config["models"]),
+    model=alternation(config["models"]),
+    trained=alternation(TRAINED),
+
+
+# ------------------------------------------------------------------------------ path patterns
+RESULTS = Path("results")
+CONDA_ENV = "../workflow/envs/fsgen.yaml"  # relative to rules/
+DEMO_DATA = RESULTS / "demo" / "data" / "{split}.jsonl"
+DEMO_TOKENIZER = RESULTS / "demo" / "tokenizer" / "tokenizer.json"
+MODEL_SIDECAR = RESULTS / "models" / "{trained}" / "fsgen_model.json"
+TASK_OVERRIDES = RESULTS / "tasks" / "overrides.json"
+PREFLIGHT = RESULTS / "preflight" / "preflight.json"
+FETCH_MANIFEST = Path(config["cache_dir"]) / "fsgen_fetch.json"
+PAIR_DIR = RESULTS / "{benchmark}" / "{method}" / "{large}__{small}"
+SINGLE_DIR = RESULTS / "{benchmark}" / "single" / "{model}"
+LOGS = RESULTS / "logs"
+BENCH = RESULTS / "benchmarks"
+TABLES = RESULTS / "tables"
+FIGURES = RESULTS / "figures"
+JOB_FILES = ("trace.parquet", "samples.jsonl", "generations.jsonl", "metrics.json", "stats.json")
+
+# Library modules each stage runs: Snakemake does not track imports, so they are inputs (an edit
+# reruns that stage and what follows, and nothing before it).
+FSGEN = Path(workflow.basedir) / "fsgen"
+NOT_DECODE = {"cli.py", "__main__.py", "workflow.py", "preflight.py", "sandbox.py", "testing.py", "replay.py", "code_eval.py"}
+DECODE_CODE = sorted(
+    str(p) for p in [*FSGEN.glob("*.py"), *(FSGEN / "harness").glob("*.py")] if p.name not in NOT_DECODE
+)
+SCORE_CODE = sorted(
+    str(FSGEN / p) for p in ("harness/replay.py", "harness/code_eval.py", "harness/tasks.py", "sandbox.py")
+    if (FSGEN / p).exists()
+)
+ANALYSIS_CODE = sorted(str(p) for p in (FSGEN / "analysis").glob("*.py"))
+
+
+def job_dirs():
+    """Every decode job folder (pairs, then singles), as concrete paths."""
+    return [str(PAIR_DIR).format(**j) for j in PAIR_JOBS] + [str(SINGLE_DIR).format(**j) for j in SINGLE_JOBS]
+
+
+def job_files(name):
+    return [str(Path(d) / name) for d in job_dirs()]
+
+
+# -------------------------------------------------------------------------- input functions
+def model_inputs(names):
+    """Sidecars of the workflow-trained models among names (hub models come through fetch)."""
+    return [str(MODEL_SIDECAR).format(trained=n) for n in names if n in TRAINED]
+
+
+def pair_models(wildcards):
+    """Models a pair job loads: large, small, and the small's tuned variant for proxy."""
+    names = {"large": wildcards.large, "small": wildcards.small}
+    if METHODS[wildcards.method]["method"] == "proxy":
+        names["small_tuned"] = config["models"][wildcards.small]["tuned"]
+    return names
+
+
+def pair_decode_inputs(wildcards):
+    return model_inputs(pair_models(wildcards).values())
+
+
+def single_decode_inputs(wildcards):
+    return model_inputs([wildcards.model])
+
+
+def task_override_inputs(wildcards):
+    """Local data files of the benchmarks (demo data is made by rule demo_data)."""
+    return [b["data"]["path"] for b in config["benchmarks"].values() if b.get("data")]
+
+
+def all_model_inputs(wildcards):
+    names = {n for j in PAIR_JOBS for n in (j["large"], j["small"])}
+    names |= {config["models"][j["small"]]["tuned"] for j in PAIR_JOBS if METHODS[j["method"]]["method"] == "proxy"}
+    return model_inputs(sorted(names))
+
+
+def tuned_base_sidecar(wildcards):
+    """A tuned variant is fine-tuned from its base model: the base must be trained first."""
+    bases = [n for n, m in config["models"].items() if m.get("tuned") == wildcards.trained]
+    return model_inputs(bases)
+
+
+# ------------------------------------------------------------------------- params functions
+def harness_benchmark(name):
+    """The benchmark entry in the harness's format (fsgen.harness.tasks.BENCHMARK_DEFAULTS keys)."""
+    keys = ("task", "data", "limit", "seed", "num_fewshot", "max_new_tokens", "batch_size", "allow_code_execution")
+    return {k: config["benchmarks"][name][k] for k in keys if k in config["benchmarks"][name]}
+
+
+def model_entry(name):
+    m = config["models"][name]
+    return {"name": name, "path": m["path"], "dtype": m["dtype"], "params": m["params"]}
+
+
+def pair_params_models(wildcards):
+    return {role: model_entry(n) for role, n in pair_models(wildcards).items()}
+
+
+def single_params_models(wildcards):
+    return {"large": model_entry(wildcards.model)}
+
+
+def pair_params_decode(wildcards):
+    return METHODS[wildcards.method]
+
+
+def single_params_decode(wildcards):
+    return {"method": "large", "router": "always"}
+
+
+def params_benchmark(wildcards):
+    return harness_benchmark(wildcards.benchmark)
+
+
+def trained_spec(wildcards):
+    """What train_model needs: the name, whether it is a tuned variant and of which base."""
+    bases = [n for n, m in config["models"].items() if m.get("tuned") == wildcards.trained]
+    return {"name": wildcards.trained, "base": bases[0] if bases else None, "seed": config["demo"]["seed"]}
+
+
+# ---------------------------------------------------------------------- resources functions
+RES = config["resources"]
+
+
+def pair_gpu(wildcards):
+    return fw.pair_gpus(config, wildcards.large, wildcards.small, wildcards.method)
+
+
+def single_gpu(wildcards):
+    return fw.model_gpus(config, wildcards.model)
+
+
+def decode_mem_mb(wildcards, attempt):
+    return fw.grown(RES["decode_mem_mb"], attempt, RES["growth"])
+
+
+def decode_runtime(wildcards, attempt):
+    return fw.grown(RES["decode_runtime"], attempt, RES["growth"])
+
+
+def decode_batch_size(wildcards, attempt):
+    """Halved on each retry (OOM): read by scripts/decode.py as snakemake.resources.batch_size."""
+    return fw.attempt_batch_size(config["benchmarks"][wildcards.benchmark]["batch_size"], attempt)
+
+
+def score_mem_mb(wildcards, attempt):
+    return fw.grown(RES["score_mem_mb"], attempt, RES["growth"])
+
+
+def score_runtime(wildcards, attempt):
+    return fw.grown(RES["score_runtime"], attempt, RES["growth"])
+
+
+# A job folder below results/<benchmark>/: "<method>/<large>__<small>" or "single/<model>".
+JOB_DIR = RESULTS / "{benchmark}" / "{job}"
+
+
+def job_constraint():
+    models = alternation(config["models"])
+    return f"(?:(?:{alternation(METHODS)})/(?:{models})__(?:{models})|single/(?:{models}))"
+
+
+def parse_job(wildcards):
+    """{benchmark, method, large, small} of a pair job or {benchmark, model} of a single."""
+    head, _, rest = wildcards.job.partition("/")
+    if head == "single":
+        return {"benchmark": wildcards.benchmark, "model": rest}
+    large, _, small = rest.partition("__")
+    return {"benchmark": wildcards.benchmark, "method": head, "large": large, "small": small}
+
+
+def stats_inputs(wildcards):
+    """A pair's statistics compare with the small-alone and large-alone baselines."""
+    job_dir = JOB_DIR.as_posix().format(benchmark=wildcards.benchmark, job=wildcards.job)
+    inputs = {"trace": Path(job_dir) / "trace.parquet", "metrics": Path(job_dir) / "metrics.json"}
+    job = parse_job(wildcards)
+    if "method" in job:
+        for role in ("small", "large"):
+            single = str(SINGLE_DIR).format(benchmark=job["benchmark"], model=job[role])
+            inputs[f"{role}_metrics"] = Path(single) / "metrics.json"
+    return {k: str(v) for k, v in inputs.items()}
+
+
+def job_identity(wildcards):
+    """The job as fsgen.analysis.analyze_job expects it (JOB_KEYS)."""
+    job = parse_job(wildcards)
+    if "model" in job:
+        m = job["model"]
+        return {"benchmark": job["benchmark"], "method": "single", "kind": "single", "router": "never",
+                "large": m, "small": m, "large_params": config["models"][m]["params"],
+                "small_params": config["models"][m]["params"], "k": None}
+    spec = METHODS[job["method"]]
+    return {**job, "kind": spec["method"], "router": spec.get("router", "always"),
+            "large_params": config["models"][job["large"]]["params"],
+            "small_params": config["models"][job["small"]]["params"], "k": spec.get("k")}
+
+
+def analysis_outputs(wildcards):
+    """Final analysis products (tables, figures, summary); see rules/analyze.smk."""
+    return ANALYSIS_TARGETS
+
+
+REPORT_HTML = RESULTS / "report.html"
+
+
+def build_report(path):
+    """Run `snakemake --report` in a subprocess (the running workflow holds the lock: --nolock),
+    with this run's config files and --config overrides, writing atomically."""
+    import subprocess
+    import sys
+    import yaml
+
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp-{os.getpid()}.html")
+    cmd = [sys.executable, "-m", "snakemake", "--nolock", "--report", str(tmp), "--snakefile", workflow.main_snakefile]
+    if workflow.overwrite_configfiles:
+        cmd += ["--configfile", *map(str, workflow.overwrite_configfiles)]
+    overrides = workflow.config_settings.overwrite_config
+    if overrides:
+        cmd += ["--config", *(f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in overrides.items())]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0 or not tmp.exists():
+        logger.error(f"building {path} failed:\n{done.stderr[-4000:]}")
+        return
+    os.replace(tmp, path)
+    logger.info(f"report: {path}")
+
+
+def overrides_folder(wildcards, input):
+    """include_path of lm-eval: the folder of the task overrides manifest (and YAMLs)."""
+    return str(Path(input.overrides).parent)
+
+
+def output_folder(wildcards, output):
+    return str(Path(output[0]).parent)

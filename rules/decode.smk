@@ -1,0 +1,71 @@
+# Decoding (GPU jobs on a cluster): one job per pair x method x benchmark, and one per single
+# model x benchmark for the small-alone / large-alone baselines, shared by every pair.
+# The batch size is a resource, not a param: it halves on each retry (OOM) without counting as a
+# params change, and a row's result does not depend on it.
+
+
+rule decode_pair:
+    input:
+        models=pair_decode_inputs,
+        preflight=ancient(PREFLIGHT),
+        overrides=ancient(TASK_OVERRIDES),
+        code=DECODE_CODE,
+    output:
+        trace=PAIR_DIR / "trace.parquet",
+        samples=PAIR_DIR / "samples.jsonl",
+        generations=PAIR_DIR / "generations.jsonl",
+    params:
+        models=pair_params_models,
+        decode=pair_params_decode,
+        benchmark=params_benchmark,
+        include_path=overrides_folder,
+    threads: RES["decode_threads"]
+    resources:
+        gpu=pair_gpu,
+        mem_mb=decode_mem_mb,
+        runtime=decode_runtime,
+        batch_size=decode_batch_size,
+    log:
+        LOGS / "decode" / "{benchmark}" / "{method}" / "{large}__{small}.log",
+    benchmark:
+        BENCH / "decode" / "{benchmark}" / "{method}" / "{large}__{small}.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/decode.py"
+
+
+rule decode_single:
+    input:
+        models=single_decode_inputs,
+        preflight=ancient(PREFLIGHT),
+        overrides=ancient(TASK_OVERRIDES),
+        code=DECODE_CODE,
+    output:
+        trace=SINGLE_DIR / "trace.parquet",
+        samples=SINGLE_DIR / "samples.jsonl",
+        generations=SINGLE_DIR / "generations.jsonl",
+    params:
+        models=single_params_models,
+        decode=single_params_decode,
+        benchmark=params_benchmark,
+        include_path=overrides_folder,
+    threads: RES["decode_threads"]
+    resources:
+        gpu=single_gpu,
+        mem_mb=decode_mem_mb,
+        runtime=decode_runtime,
+        batch_size=decode_batch_size,
+    log:
+        LOGS / "decode" / "{benchmark}" / "single" / "{model}.log",
+    benchmark:
+        BENCH / "decode" / "{benchmark}" / "single" / "{model}.tsv"
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/decode.py"
+
+
+rule decode_all:
+    input:
+        job_files("trace.parquet"),

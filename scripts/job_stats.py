@@ -1,0 +1,50 @@
+"""Rule job_stats: one job's trace + lm-eval metrics -> stats.json (fsgen.analysis.analyze_job).
+
+input:  trace (trace.parquet); metrics (metrics.json of this job, optional);
+        small_metrics, large_metrics (metrics.json of the small-alone / large-alone runs on the
+        same benchmark; pair jobs only, optional).
+output: stats (stats.json).
+params: job (dict: benchmark, method, kind, router, large, small, large_params, small_params, k);
+        metric (lm-eval metric key for this benchmark, e.g. "exact_match,flexible-extract";
+        optional, default: first of fsgen.analysis.stats.DEFAULT_METRIC_PREFERENCE present);
+        n_boot (bootstrap replicates, default 1000); seed (default 0).
+log:    log[0].
+"""
+
+import logging
+import os
+
+from fsgen.analysis import analyze_job, write_json
+from fsgen.analysis.stats import read_metrics
+from fsgen.trace import read_trace
+
+snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
+logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+log = logging.getLogger("job_stats")
+
+
+def optional_metrics(name):
+    path = snakemake.input.get(name)
+    if not path:
+        return None
+    if not os.path.exists(path):
+        log.warning("%s: %s does not exist; accuracy will be NaN", name, path)
+        return None
+    return read_metrics(path)
+
+
+job = dict(snakemake.params.job)
+metric = snakemake.params.get("metric") or job.pop("metric", None)
+trace, metadata = read_trace(snakemake.input.trace)
+log.info("job %s: %d trace rows, metric %s", job, len(trace), metric)
+record = analyze_job(
+    trace, job, metadata,
+    metrics=optional_metrics("metrics"),
+    small_metrics=optional_metrics("small_metrics"),
+    large_metrics=optional_metrics("large_metrics"),
+    metric_name=metric,
+    n_boot=int(snakemake.params.get("n_boot") or 1000),
+    seed=int(snakemake.params.get("seed") or 0),
+)
+write_json(record, snakemake.output.stats)
+log.info("wrote %s: frequency %.4f", snakemake.output.stats, record["stats"]["freq_pooled"])

@@ -1,0 +1,24 @@
+"""Rule task_overrides: derived lm-eval task YAMLs for benchmarks with local data.
+
+input: the local data files (any); output[0]: results/tasks/overrides.json (manifest; the YAMLs
+are written next to it, so its folder is the include_path of decode/score jobs);
+params: benchmarks (name -> harness entry), tasks_dir (workflow/tasks); log[0].
+"""
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from fsgen.harness.tasks import task_name, write_task_overrides
+
+snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
+logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+
+out = Path(snakemake.output[0])
+include_path = write_task_overrides(snakemake.params.benchmarks, out.parent, tasks_dir=snakemake.params.tasks_dir)
+manifest = {b: task_name(e) for b, e in snakemake.params.benchmarks.items()}
+logging.info("include_path %s; tasks %s", include_path, manifest)
+tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+tmp.write_text(json.dumps({"include_path": include_path, "tasks": manifest}, indent=2) + "\n")
+os.replace(tmp, out)

@@ -1,0 +1,171 @@
+"""Hostile snippets in fsgen.sandbox: each is contained, scored failed, and we carry on."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from fsgen.sandbox import SANDBOX_UID_BASE, isolation, run_python
+
+pytestmark = pytest.mark.timeout(120)
+
+NAMESPACES = isolation()["network_namespace"]
+needs_namespaces = pytest.mark.skipif(not NAMESPACES, reason="unshare cannot create namespaces here")
+
+
+def sandbox_processes() -> list[int]:
+    """PIDs of processes still running as a sandbox uid (leftovers of a run)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                uid = (entry / "status").read_text().split("\nUid:")[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if int(uid) >= SANDBOX_UID_BASE:
+                pids.append(int(entry.name))
+    return pids
+
+
+def assert_still_works():
+    after = run_python("print(6 * 7)")
+    assert after.passed and after.stdout.strip() == "42"
+
+
+def test_correct_program_passes_and_wrong_one_fails():
+    ok = run_python("def add(a, b):\n    return a + b\nassert add(2, 3) == 5\nprint('ok')")
+    assert (ok.passed, ok.status, ok.returncode, ok.stdout) == (True, "passed", 0, "ok\n")
+    wrong = run_python("def add(a, b):\n    return a - b\nassert add(2, 3) == 5")
+    assert (wrong.passed, wrong.status) == (False, "failed")
+    assert "AssertionError" in wrong.stderr
+    syntax = run_python("def f(:\n")
+    assert syntax.status == "failed" and "SyntaxError" in syntax.stderr
+
+
+def test_infinite_loop_is_killed_at_the_timeout():
+    start = time.monotonic()
+    result = run_python("while True:\n    pass", timeout_s=2.0)
+    assert time.monotonic() - start < 10
+    assert (result.passed, result.status) == (False, "timeout")
+    assert_still_works()
+
+
+def test_cpu_limit_stops_a_busy_program_before_the_wall_clock():
+    result = run_python("while True:\n    pass", timeout_s=30.0, cpu_s=1)
+    assert result.status == "timeout" and result.duration_s < 10
+
+
+def test_unbounded_memory_is_refused():
+    result = run_python("x = []\nwhile True:\n    x.append(bytearray(10**7))", memory_mb=256, timeout_s=20)
+    assert (result.passed, result.status) == (False, "memory")
+    assert_still_works()
+
+
+def test_sleeping_program_times_out():
+    result = run_python("import time\ntime.sleep(60)", timeout_s=1.0)
+    assert result.status == "timeout" and result.duration_s < 10
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and not NAMESPACES, reason="no NPROC or PID namespace confinement")
+def test_fork_loop_is_contained_and_leaves_no_process():
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
+    result = run_python(bomb, timeout_s=3.0)
+    assert (result.passed, result.status) == (False, "timeout")
+    deadline = time.monotonic() + 5
+    while sandbox_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sandbox_processes() == []
+    assert_still_works()
+
+
+def test_writes_and_deletes_outside_the_work_directory_fail(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # even a world-writable folder must stay untouched
+    victim = shared / "victim.txt"
+    victim.write_text("keep me")
+    victim.chmod(0o666)
+    tmp_path.chmod(0o755)
+    this_file = Path(__file__).resolve()
+    this_text = this_file.read_text()
+    for snippet in [
+        f"open({str(shared / 'new.txt')!r}, 'w').write('x')",
+        f"open({str(victim)!r}, 'w').write('overwritten')",
+        f"import os\nos.remove({str(victim)!r})",
+        f"import shutil\nshutil.rmtree({str(shared)!r})",
+        "open('/tmp/fsgen-sandbox-escape.txt', 'w').write('x')",
+        f"open({str(this_file)!r}, 'a').write('# appended')",
+    ]:
+        result = run_python(snippet)
+        assert (result.passed, result.status) == (False, "failed"), snippet
+    assert victim.read_text() == "keep me"
+    assert sorted(p.name for p in shared.iterdir()) == ["victim.txt"]
+    assert not Path("/tmp/fsgen-sandbox-escape.txt").exists()
+    assert this_file.read_text() == this_text
+
+
+def test_work_directory_is_writable_and_removed_afterwards():
+    result = run_python("import os\nopen('scratch.txt', 'w').write('x')\nprint(os.getcwd())")
+    assert result.passed, result.stderr
+    assert not Path(result.stdout.strip()).exists()
+
+
+def test_socket_is_refused_by_the_audit_hook():
+    result = run_python("import socket\nsocket.socket()")
+    assert result.status == "failed" and "network access is blocked" in result.stderr
+
+
+@needs_namespaces
+def test_no_network_even_around_the_audit_hook():
+    """A subprocess bypasses the audit hook; the network namespace still has no route out."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(0.5)
+    port = server.getsockname()[1]
+    snippet = (
+        "import subprocess, sys\n"
+        "code = 'import socket; socket.create_connection((\"127.0.0.1\", %d), timeout=2)'\n"
+        "subprocess.run([sys.executable, '-c', code], check=True)\n" % port
+    )
+    result = run_python(snippet, timeout_s=10)
+    assert result.status == "failed"
+    assert "Connection refused" in result.stderr or "unreachable" in result.stderr
+    with pytest.raises(socket.timeout):
+        server.accept()
+    server.close()
+
+
+def test_environment_secrets_are_not_visible(monkeypatch):
+    monkeypatch.setenv("FSGEN_TEST_SECRET", "hunter2-secret-value")
+    snippet = (
+        "import os\n"
+        "print(dict(os.environ))\n"
+        "for pid in (1, %d, %d):\n"
+        "    try:\n"
+        "        print(open('/proc/%%d/environ' %% pid).read())\n"
+        "    except OSError as exc:\n"
+        "        print('refused', exc)\n"
+        "assert 'FSGEN_TEST_SECRET' in os.environ\n" % (os.getpid(), os.getppid())
+    )
+    result = run_python(snippet)
+    assert (result.passed, result.status) == (False, "failed")
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_huge_output_is_truncated_not_buffered():
+    result = run_python("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)", timeout_s=5)
+    assert not result.passed
+    assert len(result.stdout) <= 1 << 20
+
+
+@needs_namespaces
+def test_all_isolation_layers_hold_here():
+    layers = isolation()
+    assert layers["network_namespace"] and layers["pid_namespace"]
+    if os.geteuid() == 0:
+        assert layers["read_only_filesystem"] and layers["unprivileged_uid"]

@@ -1,0 +1,100 @@
+"""The Snakemake workflow as a DAG: lint, the paper grid's dry run (exact job counts, GPU
+resources, with the SLURM executor and no cluster), stage targets, DAG build time."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from test_workflow_support import copy_repo, dry_run_jobs, dry_run_resources, snakemake
+
+# Qwen1.5 sizes of config/paper.yaml -> GPUs per model (written out here, not read from the config)
+PAPER_GPUS = {"0.5B": 1, "1.8B": 1, "4B": 1, "7B": 1, "14B": 1, "32B": 2, "72B": 4}
+PAPER_PARAMS = {"0.5B": 0.5, "1.8B": 1.8, "4B": 4, "7B": 7, "14B": 14, "32B": 32, "72B": 72}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    return copy_repo(tmp_path_factory.mktemp("wf") / "repo")
+
+
+def size(model: str) -> str:
+    return model.removeprefix("Qwen1.5-").removesuffix("-Chat")
+
+
+def test_lint_is_clean(repo):
+    done = snakemake(repo, "--lint")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Congratulations, your workflow is in a good condition!" in done.stdout + done.stderr
+
+
+def test_paper_grid_dry_run_with_slurm_executor(repo):
+    start = time.perf_counter()
+    done = snakemake(repo, "--executor", "slurm", "--jobs", "100", "-n", "--configfile", "config/paper.yaml")
+    print(f"\nslurm dry run of config/paper.yaml: {time.perf_counter() - start:.1f} s")
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    counts = dry_run_jobs(out)
+    n_pairs = 7 * 6 // 2
+    # GSM8K, MMLU-STEM, MBPP x {oracle, contrastive, proxy, speculative}; MT-Bench (chat models) x 3
+    assert counts["decode_pair"] == n_pairs * (3 * 4 + 3)
+    assert counts["decode_single"] == 7 * 4  # each model alone, once per benchmark, shared by pairs
+    assert counts["score"] == counts["decode_pair"] + counts["decode_single"]
+    assert counts["job_stats"] == counts["score"]
+    assert counts["fetch"] == 1 and counts["preflight"] == 1
+    assert "train_model" not in counts
+
+    pair_jobs = dry_run_resources(out, "decode_pair")
+    assert len(pair_jobs) == counts["decode_pair"]
+    seen = set()
+    for job in pair_jobs:
+        wc, res = job["wildcards"], job["resources"]
+        large, small = size(wc["large"]), size(wc["small"])
+        assert PAPER_PARAMS[large] > PAPER_PARAMS[small]
+        # pair_gpus: max -> the larger model's GPUs (the models share them)
+        assert int(res["gpu"]) == PAPER_GPUS[large], job
+        assert int(res["mem_mb"]) == 64000 and int(res["runtime"]) == 720 and int(res["batch_size"]) == 8
+        assert "slurm_extra" not in res
+        if wc["benchmark"] == "mt_bench":
+            assert wc["large"].endswith("-Chat") and wc["method"] != "proxy"
+        seen.add((wc["benchmark"], wc["method"], wc["large"], wc["small"]))
+    assert len(seen) == len(pair_jobs)
+    for job in dry_run_resources(out, "decode_single"):
+        assert int(job["resources"]["gpu"]) == PAPER_GPUS[size(job["wildcards"]["model"])]
+
+
+def test_demo_dry_run_counts(repo):
+    done = snakemake(repo, "-n")
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    counts = dry_run_jobs(out)
+    methods = 7  # oracle, 3 entropy routers, contrastive, proxy, speculative
+    assert counts["decode_pair"] == 6 * methods
+    assert counts["decode_single"] == 4
+    assert counts["train_model"] == 7  # 4 base + 3 tuned
+    for job in dry_run_resources(out, "decode_pair"):
+        assert int(job["resources"]["gpu"]) == 0
+
+
+STAGE_TARGETS = {  # target -> a rule it must bring in
+    "fetch": "fetch", "models_all": "train_model", "preflight": "preflight", "decode_all": "decode_single",
+    "score_all": "score", "stats_all": "job_stats",
+}
+
+
+def test_stage_targets(repo):
+    for target, rule in STAGE_TARGETS.items():
+        done = snakemake(repo, "-n", target, "--quiet", "rules")
+        out = done.stdout + done.stderr
+        assert done.returncode == 0, out[-3000:]
+        assert rule in dry_run_jobs(out), (target, out[-2000:])
+
+
+def test_dag_build_time_of_paper_grid(repo):
+    """Printed, not asserted (the machine is shared): the target is <= 10 s."""
+    start = time.perf_counter()
+    done = snakemake(repo, "-n", "-q", "--configfile", "config/paper.yaml")
+    elapsed = time.perf_counter() - start
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    print(f"\nsnakemake -n -q --configfile config/paper.yaml: {elapsed:.1f} s (target <= 10 s)")
