@@ -30,5 +30,6 @@ include: "rules/report.smk"
 rule all:
     input:
         job_files("stats.json"),
-        analysis_outputs,
+        ANALYSIS_TARGETS,
+        report_targets(),
     default_target: True

@@ -30,13 +30,13 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import GenerationConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench.pairs` without installing
 
 from bench.pairs import build_related_pair  # noqa: E402
 from fsgen.config import DecodeConfig  # noqa: E402
 from fsgen.engine import decode, load_systems  # noqa: E402
-from fsgen.fastpath import greedy_generate  # noqa: E402
 from fsgen.stopping import eos_token_ids  # noqa: E402
 from fsgen.testing import build_tokenizer  # noqa: E402
 
@@ -67,9 +67,10 @@ def parse_args(argv=None):
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--heads", type=int, default=8)
-    ap.add_argument("--draft-layers", type=int, default=2)
-    ap.add_argument("--tail-scale", type=float, default=0.15, help="residual scale of the layers S1 lacks")
-    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--draft-layers", type=int, default=1, help="System 1 = this many first layers of System 2")
+    ap.add_argument("--tail-scale", type=float, default=0.05, help="residual scale of the layers S1 lacks")
+    ap.add_argument("--init-std", type=float, default=0.3, help="random init std (smaller for float16)")
+    ap.add_argument("--new-tokens", type=int, default=48)
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -98,7 +99,7 @@ def main(argv=None) -> dict:
     tokenizer = build_tokenizer(root / "tokenizer")
     paths = build_related_pair(
         root, tokenizer, hidden_size=args.hidden, num_layers=args.layers, draft_layers=args.draft_layers,
-        tail_scale=args.tail_scale, num_heads=args.heads, init_std=0.02 if args.hidden >= 1024 else 0.3,
+        tail_scale=args.tail_scale, num_heads=args.heads, init_std=args.init_std,
     )
     systems = load_systems(
         small=str(paths["small"]), large=str(paths["large"]), method="contrastive", dtype=args.dtype, device=args.device
@@ -111,9 +112,14 @@ def main(argv=None) -> dict:
     def config(method, batch_size, **kw):
         return DecodeConfig(method=method, batch_size=batch_size, max_new_tokens=n_new, k=args.k, progress=False, **kw)
 
-    def run_generate():
-        new_ids, _ = greedy_generate(systems.large, prompt_ids, n_new, eos, tok.pad_token_id, systems.vocab_size)
-        return new_ids
+    def run_generate():  # plain HF batched greedy generate of the large model, left-padded
+        width = max(len(p) for p in prompt_ids)
+        ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompt_ids], device=args.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=args.device)
+        clean = GenerationConfig(
+            max_new_tokens=n_new, do_sample=False, eos_token_id=sorted(eos), pad_token_id=tok.pad_token_id
+        )
+        return systems.large.generate(input_ids=ids, attention_mask=mask, generation_config=clean)[:, width:]
 
     def hf_assisted(constant_k: int | None):
         def go():

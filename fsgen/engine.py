@@ -31,7 +31,6 @@ from fsgen.models import (
     check_shared_tokenizer,
     load_model,
     load_tokenizer,
-    model_device,
     shared_vocab_size,
 )
 
@@ -180,13 +179,14 @@ def show_progress(config: DecodeConfig) -> bool:
 
 def run_batch(systems: Systems, prompt_ids, request_ids, config: DecodeConfig, router, stop) -> list[tuple[list[int], pd.DataFrame]]:
     """One batch under the configured method: per request (generated ids, trace rows)."""
+    from fsgen.routers import AlwaysRouter
     from fsgen.trace import records_to_frame
 
     if config.method == "speculative":
         from fsgen.speculative import speculative_batch  # written separately; imported when used
 
         return speculative_batch(systems, prompt_ids, request_ids, config, stop)
-    if config.method == "oracle" and router.name == "always":
+    if config.method == "oracle" and isinstance(router, AlwaysRouter):
         from fsgen.fastpath import oracle_fast_batch
 
         rows = oracle_fast_batch(systems, prompt_ids, config, stop)

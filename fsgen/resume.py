@@ -79,6 +79,9 @@ def _hub_revision(repo_id: str) -> str | None:
     return ref.read_text().strip() if ref.is_file() else None
 
 
+_FINGERPRINTS: dict[tuple, str] = {}  # folder stat signature -> fingerprint, per process
+
+
 def model_fingerprint(path_or_id: str) -> str:
     """A hash that changes whenever the model's results could.
 
@@ -91,13 +94,17 @@ def model_fingerprint(path_or_id: str) -> str:
     if folder.is_dir():
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(f"model folder {folder} has no config.json")
-        files = []
+        paths = []
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             rel = path.relative_to(folder).as_posix()
-            if any(part.startswith(".") for part in Path(rel).parts):
-                continue  # temporary and hidden files (.cache, .tmp-...) do not define the model
-            files.append({"name": rel, "size": path.stat().st_size, "sha256": _file_digest(path)})
-        return _sha256_json({"kind": "folder", "files": files})
+            if not any(part.startswith(".") for part in Path(rel).parts):
+                paths.append((rel, path))  # hidden/temporary files (.cache, .tmp-...) do not count
+        # a file's (name, size, mtime) unchanged since the last call in this process: same hash
+        stamp = (str(folder.resolve()), tuple((rel, p.stat().st_size, p.stat().st_mtime_ns) for rel, p in paths))
+        if stamp not in _FINGERPRINTS:
+            files = [{"name": rel, "size": p.stat().st_size, "sha256": _file_digest(p)} for rel, p in paths]
+            _FINGERPRINTS[stamp] = _sha256_json({"kind": "folder", "files": files})
+        return _FINGERPRINTS[stamp]
     revision = _hub_revision(path_or_id)
     if revision is None:
         log.warning("model %s is neither a folder nor in the local HF cache; its fingerprint "
@@ -300,7 +307,8 @@ def _to_record(generation: dict, rows) -> dict:
 
 
 def _from_record(record: dict, prompt: str, request_id: int, with_topk: bool):
-    import pandas as pd
+    """(generation, trace rows) of a cached request, typed by the trace schema."""
+    import pyarrow as pa
 
     from fsgen.trace import arrow_schema
 
@@ -308,23 +316,24 @@ def _from_record(record: dict, prompt: str, request_id: int, with_topk: bool):
                   "token_ids": list(record["token_ids"])}
     schema = arrow_schema(with_topk)
     rows = [{"request_id": request_id, **row} for row in record["trace"]]
-    import pyarrow as pa
-
-    frame = pa.Table.from_pylist(rows, schema=schema).to_pandas() if rows else schema.empty_table().to_pandas()
-    return generation, frame
+    table = pa.Table.from_pylist(rows, schema=schema) if rows else schema.empty_table()
+    return generation, table.to_pandas()
 
 
 def decode_resumable(systems, prompts: list[str], config, cache: ResumeCache,
                      request_ids: list[int] | None = None, decode_fn=None):
     """`fsgen.engine.decode` that skips requests already in `cache` and caches each new one.
 
-    Every request's output - fresh or cached - is assembled from its cache record, so a resumed
-    run's generations and trace equal an uninterrupted run's. `decode_fn` (default engine.decode)
-    is for tests that count engine calls; `cache.stats()` says how many were reused.
+    Every request's output - fresh or cached - is assembled from its cache record. A resumed run's
+    generations (tokens, text) and every decision in its trace equal an uninterrupted run's; the
+    recorded float32 probabilities/entropies of requests decoded in other batches than before
+    may differ in the last bits (1e-5, the engine's batch guarantee). `decode_fn` (default
+    engine.decode) is for tests that count engine calls; `cache.stats()` says how many were reused.
     """
     import pandas as pd
 
     from fsgen import engine
+    from fsgen.trace import empty_trace
 
     decode_fn = decode_fn or engine.decode
     ids = list(range(len(prompts))) if request_ids is None else [int(r) for r in request_ids]
@@ -347,8 +356,6 @@ def decode_resumable(systems, prompts: list[str], config, cache: ResumeCache,
     pairs = [_from_record(cache.records[key], p, rid, config.top_k > 0) for key, p, rid in zip(keys, prompts, ids)]
     generations = [g for g, _ in pairs]
     frames = [f for _, f in pairs if len(f)]
-    from fsgen.trace import empty_trace
-
     trace = pd.concat(frames, ignore_index=True) if frames else empty_trace(config.top_k > 0)
     trace = trace.sort_values(["request_id", "position"], kind="stable").reset_index(drop=True)
     check_trace_matches(generations, trace)

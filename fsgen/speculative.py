@@ -266,7 +266,8 @@ def speculative_batch(
             for b in needs_final_s1:
                 _fill_bonus(live[b], fields[b])
         if finishing:
-            keep_rows = [b for b in range(len(live)) if b not in set(finishing)]
+            done = set(finishing)
+            keep_rows = [b for b in range(len(live)) if b not in done]
             active = [active[b] for b in keep_rows]
             if active:
                 index = torch.tensor(keep_rows, dtype=torch.long)

@@ -86,7 +86,8 @@ def step_batch(
         s2_top1 = [math.nan] * len(rows)
         s2_entropy = [math.nan] * len(rows)
         if bool(consult.any()):
-            blocks = [s2_pending[i] if bool(consult[i]) else [] for i in range(len(rows))]
+            consulted = consult.tolist()
+            blocks = [pending if c else [] for pending, c in zip(s2_pending, consulted)]
             block = right_align(blocks, filler)
             s2_logprobs = [model.forward(*block, last_only=True)[:, -1].to(tokens.device) for model in s2_side]  # [B, V] each
             picked = choose_tokens(config.method, config, s1_logprobs, s2_logprobs)
@@ -94,9 +95,7 @@ def step_batch(
             s2_sum = summarize(s2_logprobs[0])  # System 2 = the large model
             s2_top1 = s2_sum.top1_prob.tolist()
             s2_entropy = s2_sum.entropy.tolist()
-            for i in range(len(rows)):
-                if bool(consult[i]):
-                    s2_pending[i] = []
+            s2_pending = [[] if c else pending for pending, c in zip(s2_pending, consulted)]
 
         step = _step_columns(tokens, s1_sum, consult, config.top_k)
         keep = []
@@ -112,6 +111,8 @@ def step_batch(
                 keep.append(i)
                 s1_pending[i] = [token]
                 s2_pending[i].append(token)
+        if not keep:
+            break
         if len(keep) < len(rows):
             index = torch.tensor(keep, dtype=torch.long)
             for model in [s1, *s2_side]:

@@ -410,6 +410,8 @@ def validate_config(config: dict, task_names: set[str] | None = None) -> None:
         # a file under results/ is made by the workflow (the demo data); others must exist now
         if data and not Path(data).parts[:1] == ("results",) and not Path(data).exists():
             raise ConfigError(f"benchmarks.{b}.data.path: local data file {data!r} does not exist")
+    if config.get("reference") and not Path(config["reference"]).is_file():
+        raise ConfigError(f"reference: file {config['reference']!r} does not exist (relative paths are from the working directory)")
     clash = instance_names & set(config.get("benchmarks", {}))
     if clash:
         raise ConfigError(f"methods.{sorted(clash)[0]}: a method and a benchmark share this name")

@@ -1,13 +1,17 @@
 # Analyses (CPU, local): per-job statistics -> aggregate tables -> scaling law, figures, summary.
 # Inputs include the fsgen/analysis modules, so editing analysis code reruns these rules only.
-
-
-ANALYSIS_TARGETS = []  # tables, figures, summary (filled below)
+# Report categories and captions: docs/analysis_rules.md, workflow/report/*.rst.
 
 
 localrules:
     job_stats,
     stats_all,
+    aggregate,
+    scaling_law,
+    figures,
+    summary,
+    tables_all,
+    analyses_all,
 
 
 rule job_stats:
@@ -31,3 +35,81 @@ rule job_stats:
 rule stats_all:
     input:
         job_files("stats.json"),
+
+
+rule aggregate:
+    input:
+        unpack(reference_input),
+        stats=job_files("stats.json"),
+        code=ANALYSIS_CODE,
+    output:
+        **aggregate_outputs(),
+    log:
+        LOGS / "aggregate.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/aggregate.py"
+
+
+rule scaling_law:
+    input:
+        unpack(reference_input),
+        jobs=TABLES / "jobs.csv",
+        code=ANALYSIS_CODE,
+    output:
+        fits=report(TABLES / "scaling_law.csv", category="Scaling law", caption=caption("table_scaling_law")),
+        residuals=report(
+            TABLES / "scaling_residuals.csv", category="Scaling law", caption=caption("table_scaling_residuals")
+        ),
+    log:
+        LOGS / "scaling_law.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/scaling_law.py"
+
+
+rule figures:
+    input:
+        ANALYSIS_CODE,  # positional: the script reads every named input as a table
+        **{name: TABLES / f"{name}.csv" for name in FIGURE_TABLES},
+        fits=TABLES / "scaling_law.csv",
+        residuals=TABLES / "scaling_residuals.csv",
+    output:
+        **figure_outputs(),
+    log:
+        LOGS / "figures.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/figures.py"
+
+
+rule summary:
+    input:
+        ANALYSIS_CODE,  # positional: the script reads every named input as a table
+        unpack(paper_comparison_input),
+        jobs=TABLES / "jobs.csv",
+        speculative=TABLES / "speculative.csv",
+        auroc=TABLES / "auroc.csv",
+        router_offline_summary=TABLES / "router_offline_summary.csv",
+        fits=TABLES / "scaling_law.csv",
+    output:
+        summary=report(RESULTS / "summary.md", category="Collaboration", caption=caption("summary")),
+    log:
+        LOGS / "summary.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/summary.py"
+
+
+rule tables_all:
+    input:
+        ANALYSIS_TABLES,
+
+
+rule analyses_all:
+    input:
+        ANALYSIS_TARGETS,

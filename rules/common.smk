@@ -1,6 +1,7 @@
 # Shared definitions: config checks, path patterns, wildcard constraints, and the named input,
 # params and resources functions the stage files use (they contain no lambdas). Functions only;
 # the config logic itself lives in fsgen/workflow.py (pure, unit-tested).
+import json
 import os
 import re
 from pathlib import Path
@@ -235,34 +236,17 @@ def job_identity(wildcards):
             "small_params": config["models"][job["small"]]["params"], "k": spec.get("k")}
 
 
-def analysis_outputs(wildcards):
-    """Final analysis products (tables, figures, summary); see rules/analyze.smk."""
-    return ANALYSIS_TARGETS
-
-
 REPORT_HTML = RESULTS / "report.html"
 
 
-def build_report(path):
-    """Run `snakemake --report` in a subprocess (the running workflow holds the lock: --nolock),
-    with this run's config files and --config overrides, writing atomically."""
-    import subprocess
-    import sys
-    import yaml
+def effective_config():
+    """This run's config (config files, --config overrides, defaults) as plain data: the
+    report subprocess re-reads exactly it."""
+    return json.loads(json.dumps(config))
 
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp-{os.getpid()}.html")
-    cmd = [sys.executable, "-m", "snakemake", "--nolock", "--report", str(tmp), "--snakefile", workflow.main_snakefile]
-    if workflow.overwrite_configfiles:
-        cmd += ["--configfile", *map(str, workflow.overwrite_configfiles)]
-    overrides = workflow.config_settings.overwrite_config
-    if overrides:
-        cmd += ["--config", *(f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in overrides.items())]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0 or not tmp.exists():
-        logger.error(f"building {path} failed:\n{done.stderr[-4000:]}")
-        return
-    os.replace(tmp, path)
-    logger.info(f"report: {path}")
+
+def report_targets():
+    return [str(REPORT_HTML)] if config["report"] else []
 
 
 def overrides_folder(wildcards, input):
@@ -272,3 +256,70 @@ def overrides_folder(wildcards, input):
 
 def output_folder(wildcards, output):
     return str(Path(output[0]).parent)
+
+
+# --------------------------------------------------------------------------------- analyses
+# Aggregate tables: name -> report category (None: figure data, not in the report).
+AGGREGATE_TABLES = {
+    "jobs": "Collaboration",
+    "collaboration_wide": "Collaboration",
+    "accuracy_wide": "Accuracy",
+    "auroc": "Uncertainty",
+    "positions": "Uncertainty",
+    "speculative": "Speculative",
+    "router_offline_summary": "Routers",
+    "router_online": "Routers",
+    "histograms": None,
+    "accepted_lengths": None,
+    "router_offline": None,
+}
+if config["reference"]:
+    AGGREGATE_TABLES["paper_comparison"] = "Collaboration"
+FIGURE_TABLES = ("jobs", "auroc", "positions", "histograms", "speculative", "accepted_lengths",
+                 "router_offline", "router_online")
+FIGURES_BY_CATEGORY = {
+    "accuracy": "Accuracy",
+    "collaboration": "Collaboration",
+    "scaling_law": "Scaling law",
+    "scaling_small_size": "Scaling law",
+    "uncertainty_distributions": "Uncertainty",
+    "auroc": "Uncertainty",
+    "positions": "Uncertainty",
+    "router_offline": "Routers",
+    "router_online": "Routers",
+    "speculative": "Speculative",
+}
+
+
+def caption(name):
+    return os.path.join("..", "workflow", "report", f"{name}.rst")
+
+
+def aggregate_outputs():
+    outputs = {}
+    for name, category in AGGREGATE_TABLES.items():
+        path = TABLES / f"{name}.csv"
+        outputs[name] = report(path, category=category, caption=caption(f"table_{name}")) if category else path
+    return outputs
+
+
+def figure_outputs():
+    return {
+        name: report(FIGURES / f"{name}.png", category=category, caption=caption(f"fig_{name}"))
+        for name, category in FIGURES_BY_CATEGORY.items()
+    }
+
+
+def reference_input(wildcards):
+    """The user's CSV of published frequencies (config reference), when configured."""
+    return {"reference": config["reference"]} if config["reference"] else {}
+
+
+def paper_comparison_input(wildcards):
+    return {"paper_comparison": str(TABLES / "paper_comparison.csv")} if config["reference"] else {}
+
+
+ANALYSIS_TABLES = [str(TABLES / f"{n}.csv") for n in AGGREGATE_TABLES] + [
+    str(TABLES / "scaling_law.csv"), str(TABLES / "scaling_residuals.csv")]
+ANALYSIS_TARGETS = ANALYSIS_TABLES + [str(FIGURES / f"{n}.png") for n in FIGURES_BY_CATEGORY] + [
+    str(RESULTS / "summary.md")]

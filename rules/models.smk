@@ -109,7 +109,8 @@ rule preflight:
         PREFLIGHT,
     params:
         models={n: model_entry(n) for n in config["models"]},
-        pairs=[[j["large"], j["small"]] for j in PAIR_JOBS],
+        pairs=sorted({(j["large"], j["small"]) for j in PAIR_JOBS}),
+        methods={name: {"method": m["method"]} for name, m in METHODS.items()},
         tuned={n: m["tuned"] for n, m in config["models"].items()},
         benchmarks={b: harness_benchmark(b) for b in config["benchmarks"]},
         include_path=overrides_folder,

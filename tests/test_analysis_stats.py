@@ -76,6 +76,9 @@ def test_primary_metric_named_default_and_missing():
     assert math.isnan(primary_metric(metrics, "acc,none"))
     assert math.isnan(primary_metric(None))
     assert math.isnan(primary_metric({"metrics": {"exact_match,none": "n/a"}}))
+    # another filter name of an accuracy metric is found; a generation-only task has none
+    assert primary_metric({"metrics": {"exact_match,my-filter": 0.2, "exact_match_stderr,my-filter": 0.01}}) == 0.2
+    assert math.isnan(primary_metric({"metrics": {"generated,none": 1.0, "response_chars,none": 812.0}}))
 
 
 # ------------------------------------------------------------------------------ speculative

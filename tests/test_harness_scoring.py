@@ -139,6 +139,10 @@ def test_override_with_a_fewshot_split(tmp_path):
     evaluate_benchmark(StubLM(lambda p: (prompts.append(p), "#### 1")[1]), "g", entry, tmp_path / "d",
                        predict_only=True)
     assert len(prompts) == 2 and all(p.count("Train question") == 2 for p in prompts)
+    # without the few-shot file, lm-eval would draw the examples from the test documents: refused
+    with pytest.raises(ValueError, match="fewshot_path"):
+        write_task_overrides({"g": {**entry, "data": {"path": str(test)}}}, tmp_path / "o")
+    write_task_overrides({"g": {**entry, "num_fewshot": 0, "data": {"path": str(test)}}}, tmp_path / "o")
 
 
 # ---------------------------------------------------------------- MBPP

@@ -169,3 +169,19 @@ def test_all_isolation_layers_hold_here():
     assert layers["network_namespace"] and layers["pid_namespace"]
     if os.geteuid() == 0:
         assert layers["read_only_filesystem"] and layers["unprivileged_uid"]
+
+
+def test_without_namespaces_the_always_layers_still_hold(monkeypatch):
+    """Where unshare is unavailable: separate process, limits, timeout and a clean environment."""
+    from fsgen import sandbox
+
+    monkeypatch.setattr(sandbox, "_unshare_works", lambda: False)
+    monkeypatch.setenv("FSGEN_TEST_SECRET", "hunter2-secret-value")
+    assert not sandbox.isolation()["network_namespace"]
+    assert sandbox.run_python("while True:\n    pass", timeout_s=1.5).status == "timeout"
+    assert sandbox.run_python("x = bytearray(2 << 30)", memory_mb=256).status == "memory"
+    leak = sandbox.run_python("import os\nprint(dict(os.environ))")
+    assert leak.passed and "hunter2" not in leak.stdout
+    refused = sandbox.run_python("import socket\nsocket.socket()")
+    assert refused.status == "failed" and "network access is blocked" in refused.stderr
+    assert sandbox.run_python("print(6 * 7)").stdout == "42\n"

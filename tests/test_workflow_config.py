@@ -89,7 +89,7 @@ def test_paper_grid_job_counts_and_tuned_benchmark():
     jobs = fw.decode_jobs(cfg)
     # 3 base benchmarks x 4 methods + MT-Bench (chat models) x 3 methods (no proxy)
     assert len(jobs) == 21 * (3 * 4 + 3)
-    mt = [j for j in jobs if j["benchmark"] == "mt_bench"]
+    mt = [j for j in jobs if j["benchmark"] == "mtbench"]
     assert all(j["large"].endswith("-Chat") and j["small"].endswith("-Chat") for j in mt)
     assert not any(j["method"] == "proxy" for j in mt)
     singles = fw.single_jobs(cfg)

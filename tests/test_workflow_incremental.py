@@ -23,7 +23,6 @@ def small_config() -> dict:
     cfg["pairs"] = {"all_ordered": keep}
     cfg["methods"] = {k: cfg["methods"][k] for k in ("oracle", "contrastive", "proxy")}
     cfg["benchmarks"]["arith"]["limit"] = 10
-    cfg["report"] = False
     return cfg
 
 
@@ -63,6 +62,12 @@ def test_finished_workflow_has_nothing_to_do(repo):
             assert (repo / d / name).exists(), f"{d}/{name}"
     done = snakemake(repo, "-n", "--configfile", "config/small.yaml")
     assert "Nothing to be done" in done.stdout + done.stderr, (done.stdout + done.stderr)[-2000:]
+
+
+def test_report_has_every_category(repo):
+    text = (repo / "results" / "report.html").read_text(errors="replace")
+    for category in ("Accuracy", "Collaboration", "Scaling law", "Uncertainty", "Routers", "Speculative"):
+        assert category in text, category
 
 
 def test_method_parameter_change_reruns_only_that_method(repo):

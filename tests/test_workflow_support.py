@@ -41,6 +41,9 @@ def copy_repo(dest: Path, stub_scripts: bool | str = "missing") -> Path:
         script = dest / "scripts" / f"{name}.py"
         if stub_scripts is True or (stub_scripts == "missing" and not script.exists()):
             script.write_text(STUB)
+    shared = REPO.parent / "shared"  # config/paper.yaml's reference: ../shared/reference/...
+    if shared.is_dir() and not (dest.parent / "shared").exists():
+        (dest.parent / "shared").symlink_to(shared)
     arith = dest / "workflow" / "tasks" / "arith" / "arith.yaml"
     if not arith.exists():  # the demo task (issue #3), until it lands
         arith.parent.mkdir(parents=True, exist_ok=True)
@@ -146,6 +149,7 @@ BAD_CONFIGS = {
     "reserved_method_name": (lambda cfg: {**cfg, "methods": {**cfg["methods"], "single": {"method": "oracle"}}},
                              "methods.single: name must"),
     "negative_gpus": (_set(["models", "arith-l", "gpus"], -1), "models.arith-l.gpus"),
+    "reference_missing": (_set(["reference"], "no/such/reference.csv"), "reference: file 'no/such/reference.csv' does not exist"),
 }
 
 

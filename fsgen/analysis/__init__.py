@@ -42,7 +42,9 @@ def analyze_job(
     if missing:
         raise KeyError(f"job identity lacks {missing} (got {sorted(job)})")
     metadata = metadata or {}
-    job = {key: job.get(key) for key in JOB_KEYS} | {"router": job.get("router") or metadata.get("router") or "always"}
+    params = metadata.get("params") if isinstance(metadata.get("params"), dict) else {}
+    router = job.get("router") or metadata.get("router") or params.get("router") or "always"
+    job = {key: job.get(key) for key in JOB_KEYS} | {"router": router}
     record = {"job": job, "stats": collaboration_stats(trace, n_boot=n_boot, seed=seed)}
     record["accuracy"] = {
         "metric": metric_name,
@@ -54,7 +56,6 @@ def analyze_job(
         return record
     kind, router = job["kind"], job["router"]
     if kind == "speculative":
-        params = metadata.get("params", {}) if isinstance(metadata.get("params"), dict) else {}
         k = job.get("k") or metadata.get("k") or params.get("k")
         if k is None:
             raise KeyError(f"speculative job {job['method']}/{job['benchmark']}: no 'k' in trace metadata")

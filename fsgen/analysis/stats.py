@@ -26,6 +26,7 @@ DEFAULT_METRIC_PREFERENCE = (
     "pass_at_1,none",
     "acc,none",
 )
+ACCURACY_METRICS = ("exact_match", "acc", "acc_norm", "pass_at_1", "pass@1")  # fallback metric names
 
 
 @dataclass
@@ -128,14 +129,19 @@ def primary_metric(metrics: dict | None, name: str | None = None) -> float:
     """The benchmark's headline accuracy from a metrics.json dict; NaN when absent.
 
     `name` is the lm-eval key (e.g. "exact_match,flexible-extract"); without it the first key of
-    DEFAULT_METRIC_PREFERENCE present is used.
+    DEFAULT_METRIC_PREFERENCE present is used, else the first (sorted) key whose metric part is in
+    ACCURACY_METRICS (so generation-only tasks such as MT-Bench give NaN, not a length).
     """
     if not metrics:
         return math.nan
     values = metrics.get("metrics", metrics)
     if not isinstance(values, dict):
         return math.nan
-    names = [name] if name else list(DEFAULT_METRIC_PREFERENCE)
+    if name:
+        names = [name]
+    else:  # the preferred keys, then any accuracy-like key with another filter name
+        names = list(DEFAULT_METRIC_PREFERENCE) + sorted(
+            k for k in values if "stderr" not in k and k.split(",")[0] in ACCURACY_METRICS)
     for key in names:
         value = values.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -47,6 +47,9 @@ def jobs_table(records: list[dict]) -> pd.DataFrame:
         au = rec.get("auroc") or {}
         row.update({f"auroc_{s}": _num(au.get(s)) for s in ("top1_prob", "margin", "entropy")})
         rows.append(row)
+    if not rows:  # keep the columns later steps select on
+        return pd.DataFrame(columns=[*ID, "large_params", "small_params", "freq_pooled", "freq_pooled_low",
+                                     "freq_pooled_high", "s2_call_rate", "accuracy", "small_accuracy"])
     df = pd.DataFrame(rows)
     if len(df):
         df["ratio"] = df["large_params"].astype(float) / df["small_params"].astype(float)

@@ -10,10 +10,13 @@ Copying operands from the question is easy for any model; computing the digits o
 (carries, borrows, products) is what separates model sizes, and errors compound over steps, so
 the number of steps, the operand size and the operations are the difficulty knobs.
 
-The "tuned" style (for proxy tuning) adds a visible sentence before the final line:
-    "23 + 15 = 38. 38 - 8 = 30. The answer is 30. #### 30"
-Base models never see it; a small model fine-tuned on it writes it, and proxy tuning measures
-how far that carries over to the large model (the lm-eval task's "tuned-style" filter).
+The "tuned" style (for proxy tuning) adds a visible sentence before the final line that restates
+the result in the question's own words:
+    "23 + 15 = 38. 38 - 8 = 30. Mia has 30 pens now. #### 30"
+Base models never write it; a small model fine-tuned on it does, and proxy tuning measures how
+far that carries over to the large model (the lm-eval task's "tuned-style" filter). Its words all
+occur in the question (so every model has seen them in context), which is what lets the logit
+difference of the small pair steer the large model through it.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ MUL_VERBS = ["then has {b} times as many"]
 OPS = ("+", "-", "*")
 STRICT_RE = re.compile(r"#### (\-?[0-9\.\,]+)")                 # lm-eval gsm8k "strict-match"
 FLEXIBLE_RE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")          # lm-eval gsm8k "flexible-extract"
-TUNED_STYLE_RE = re.compile(r"The answer is (\-?[0-9\.\,]+)\.")  # the tuned variant's sentence
+TUNED_STYLE_RE = re.compile(r"[A-Z][a-z]+ has (\-?[0-9\.\,]+) [a-z]+ now\.")  # the tuned sentence
 STEP_RE = re.compile(r"(-?\d+) ([+\-*]) (-?\d+) = (-?\d+)\.")
 
 
@@ -43,10 +46,10 @@ STEP_RE = re.compile(r"(-?\d+) ([+\-*]) (-?\d+) = (-?\d+)\.")
 class Difficulty:
     min_steps: int = 1             # equations per problem (inclusive range)
     max_steps: int = 3
-    max_start: int = 99            # the starting amount is drawn from [2, max_start]
-    max_operand: int = 99          # + and - operands are drawn from [1, max_operand]
-    max_factor: int = 9            # * factors are drawn from [2, max_factor]
-    max_value: int = 999           # every running total stays in [1, max_value]
+    max_start: int = 40            # the starting amount is drawn from [2, max_start]
+    max_operand: int = 20          # + and - operands are drawn from [1, max_operand]
+    max_factor: int = 5            # * factors are drawn from [2, max_factor]
+    max_value: int = 200           # every running total stays in [1, max_value]
     ops: tuple[str, ...] = field(default=OPS)  # allowed operations, a subset of "+", "-", "*"
 
     def __post_init__(self):
@@ -136,7 +139,7 @@ def extract_flexible(text: str) -> int | None:
 
 
 def extract_tuned_style(text: str) -> int | None:
-    """The number in "The answer is N." (the tuned variant's style), or None."""
+    """The number in "<Name> has N <items> now." (the tuned variant's style), or None."""
     m = TUNED_STYLE_RE.search(text)
     return _to_int(m.group(1)) if m else None
 
@@ -166,9 +169,13 @@ def check_problem(problem: dict) -> bool:
 
 
 def to_tuned_style(problem: dict) -> dict:
-    """The same problem with the tuned variant's answer: "... The answer is N. #### N"."""
+    """The same problem with the tuned variant's answer: "... Mia has 30 pens now. #### 30"."""
+    m = re.match(r"(\w+) has \d+ (\w+)\.", problem["question"])
+    if m is None:
+        raise ValueError(f"question does not start like '<Name> has N <items>.': {problem['question']!r}")
     steps, _, number = problem["answer"].rpartition(" #### ")
-    return {"question": problem["question"], "answer": f"{steps} The answer is {number}. #### {number}"}
+    name, item = m.groups()
+    return {"question": problem["question"], "answer": f"{steps} {name} has {number} {item} now. #### {number}"}
 
 
 # ---- splits on disk --------------------------------------------------------------------------

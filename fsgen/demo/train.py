@@ -41,9 +41,9 @@ class ModelSpec:
     num_heads: int = 4
     intermediate_size: int = 0     # MLP width; 0 = 3 × hidden_size
     steps: int = 1500              # optimizer steps
-    batch_size: int = 32           # problems per step
+    batch_size: int = 16           # problems per step
     lr: float = 3e-3               # peak AdamW learning rate (linear warmup, cosine decay to 10%)
-    warmup: int = 100              # warmup steps
+    warmup: int = 50               # warmup steps
     weight_decay: float = 0.01
     max_position_embeddings: int = 256  # prompt + answer must fit (a 0-shot arith prompt is < 100 tokens)
 
@@ -66,8 +66,8 @@ class ModelSpec:
 @dataclass
 class TunedSpec:
     base: str                      # name of the family member that is fine-tuned
-    steps: int = 300               # further optimizer steps on the tuned-style data
-    batch_size: int = 32
+    steps: int = 200               # further optimizer steps on the tuned-style data
+    batch_size: int = 16
     lr: float = 1e-3               # lower than pre-training: shift the style, keep the skill
     warmup: int = 20
     weight_decay: float = 0.01
@@ -87,7 +87,7 @@ def format_target(answer: str) -> str:
 
 # ---- tokenizer --------------------------------------------------------------------------------
 
-def train_tokenizer(problems: list[dict], out_dir: str | Path, vocab_size: int = 256) -> PreTrainedTokenizerFast:
+def train_tokenizer(problems: list[dict], out_dir: str | Path, vocab_size: int = 200) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on the formatted problems and save it in Hugging Face format.
 
     No BOS/EOS is added on encode (like lm-eval's default for such tokenizers); training appends
@@ -103,7 +103,8 @@ def train_tokenizer(problems: list[dict], out_dir: str | Path, vocab_size: int =
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        # Only the characters of the corpus, not all 256 bytes: unused rows would be most of the
+        # smallest model's parameters.
         show_progress=False,
     )
     corpus = (format_prompt(p["question"]) + format_target(p["answer"]) for p in problems)
@@ -204,12 +205,13 @@ def train_model(spec: ModelSpec, data: list[dict] | str | Path, tokenizer_dir: s
     model = LlamaForCausalLM(spec.llama_config(tokenizer))
     examples = _checked_examples(problems, tokenizer, spec.max_position_embeddings, name)
     log.info("%s: %d params, %d training problems, spec %s", name, count_params(model), len(examples), asdict(spec))
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     losses = fit(model, examples, tokenizer.pad_token_id, spec.steps, spec.batch_size, spec.lr, spec.warmup,
                  spec.weight_decay, seed, desc=name, progress=progress)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     sidecar = {"name": name, "params": count_params(model), "kind": "base", "spec": asdict(spec), "seed": seed,
                "threads": threads, "train_seconds": round(seconds, 1),
+               "train_cpu_seconds": round(cpu_seconds, 1),
                "final_loss": sum(losses[-50:]) / len(losses[-50:]), "initial_loss": losses[0]}
     save_model(model, tokenizer, out_dir, sidecar)
     return sidecar
@@ -220,17 +222,18 @@ def finetune_tuned(spec: TunedSpec, base_dir: str | Path, data: list[dict] | str
     """Fine-tune a saved family member further on tuned-style data; save like `train_model`."""
     problems = read_jsonl(data) if isinstance(data, (str, Path)) else data
     name = name or Path(out_dir).name
+    base_meta = read_sidecar(base_dir)  # fails early, naming the folder, if the base is not trained
     _seed_everything(seed, threads)
     tokenizer = load_tokenizer(str(base_dir))
     model = LlamaForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
     examples = _checked_examples(problems, tokenizer, model.config.max_position_embeddings, name)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     losses = fit(model, examples, tokenizer.pad_token_id, spec.steps, spec.batch_size, spec.lr, spec.warmup,
                  spec.weight_decay, seed, desc=name, progress=progress)
-    seconds = time.perf_counter() - start
-    base_meta = read_sidecar(base_dir)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     sidecar = {"name": name, "params": count_params(model), "kind": "tuned", "base": base_meta.get("name", spec.base),
                "spec": asdict(spec), "seed": seed, "threads": threads, "train_seconds": round(seconds, 1),
+               "train_cpu_seconds": round(cpu_seconds, 1),
                "final_loss": sum(losses[-50:]) / len(losses[-50:]), "initial_loss": losses[0]}
     save_model(model, tokenizer, out_dir, sidecar)
     return sidecar

@@ -154,12 +154,25 @@ def dataset_override(data: dict, name: str = "?") -> dict:
         "test_split": split,
         "validation_split": None,
     }
-    if data.get("fewshot_path"):
-        override["fewshot_split"] = data.get("fewshot_split", "train")
-        override["training_split"] = data.get("fewshot_split", "train")
-    else:
-        override["training_split"] = None
+    # few-shot examples come from the local few-shot file, or from nowhere (never the test docs)
+    fewshot_split = data.get("fewshot_split", "train") if data.get("fewshot_path") else None
+    override["fewshot_split"] = override["training_split"] = fewshot_split
     return override
+
+
+def check_fewshot_source(name: str, entry: dict, base_cfg: dict) -> None:
+    """A task that draws few-shot examples from a dataset split needs that split locally too.
+
+    Without it lm-eval would quietly draw the examples from the test documents.
+    """
+    shots = entry["num_fewshot"] if entry["num_fewshot"] is not None else base_cfg.get("num_fewshot") or 0
+    inline = (base_cfg.get("fewshot_config") or {}).get("samples") is not None
+    if shots > 0 and not inline and not entry["data"].get("fewshot_path"):
+        split = base_cfg.get("fewshot_split") or base_cfg.get("training_split") or base_cfg.get("validation_split")
+        raise ValueError(
+            f"benchmark {name!r}: task {entry['task']!r} draws {shots} few-shot examples from its "
+            f"{split!r} split; give data.fewshot_path (a local copy of that split) or num_fewshot: 0"
+        )
 
 
 def write_task_overrides(benchmarks: dict, out_dir, tasks_dir=None) -> str:
@@ -176,6 +189,9 @@ def write_task_overrides(benchmarks: dict, out_dir, tasks_dir=None) -> str:
         if not entry["data"]:
             continue
         base = find_task_yaml(entry["task"], tasks_dir)
+        from lm_eval.tasks._yaml_loader import load_yaml
+
+        check_fewshot_source(name, entry, load_yaml(base, resolve_func=False, recursive=True))
         derived = {
             "include": str(base),
             "task": task_name(entry),

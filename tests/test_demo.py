@@ -1,0 +1,234 @@
+"""fsgen.demo: the arith generator, the tokenizer, a tiny training run, the lm-eval task file."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForCausalLM
+
+from fsgen.demo import arith
+from fsgen.demo.arith import Difficulty, generate_problems
+from fsgen.demo.family import DEFAULT_FAMILY, DEFAULT_TUNED, spec_for
+from fsgen.demo.train import (
+    ModelSpec, TunedSpec, encode_examples, finetune_tuned, format_prompt, format_target, make_batch,
+    read_sidecar, train_model, train_tokenizer,
+)
+from fsgen.models import load_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+TASK_YAML = REPO / "workflow" / "tasks" / "arith" / "arith.yaml"
+
+
+# ---- generator ---------------------------------------------------------------------------------
+
+def test_generator_is_deterministic_and_seeded():
+    assert generate_problems(50, seed=3) == generate_problems(50, seed=3)
+    assert generate_problems(50, seed=3) != generate_problems(50, seed=4)
+
+
+def test_format_is_gsm8k_like():
+    for p in generate_problems(200, seed=0):
+        assert set(p) == {"question", "answer"}
+        assert p["question"].endswith("now?")
+        assert re.fullmatch(r"(-?\d+ [+\-*] -?\d+ = -?\d+\. )+#### -?\d+", p["answer"]), p["answer"]
+
+
+def test_answers_are_correct_by_construction():
+    problems = generate_problems(500, seed=1)
+    assert all(arith.check_problem(p) for p in problems)
+    # The question's numbers are the operands, in order: the answer follows from the question.
+    for p in problems[:100]:
+        numbers = [int(n) for n in re.findall(r"\d+", p["question"])]
+        steps = arith.parse_steps(p["answer"])
+        assert numbers == [steps[0][0]] + [b for _, _, b, _ in steps]
+
+
+def test_check_problem_rejects_wrong_answers():
+    p = {"question": "q", "answer": "3 + 4 = 7. 7 * 2 = 15. #### 15"}
+    assert not arith.check_problem(p)
+    assert not arith.check_problem({"question": "q", "answer": "3 + 4 = 7. #### 8"})
+    assert not arith.check_problem({"question": "q", "answer": "3 + 4 = 7. 6 + 1 = 7. #### 7"})  # not chained
+    assert arith.check_problem({"question": "q", "answer": "3 + 4 = 7. 7 * 2 = 14. #### 14"})
+
+
+def test_difficulty_knobs():
+    d = Difficulty(min_steps=3, max_steps=3, max_start=9, max_operand=5, max_factor=3, max_value=60, ops=("+", "*"))
+    for p in generate_problems(300, seed=2, difficulty=d):
+        steps = arith.parse_steps(p["answer"])
+        assert len(steps) == 3
+        assert steps[0][0] <= 9
+        for x, op, b, r in steps:
+            assert op in "+*" and 1 <= r <= 60
+            assert (b <= 5) if op == "+" else (2 <= b <= 3)
+    only_add = generate_problems(100, seed=2, ops=("+",), min_steps=1, max_steps=1)
+    assert all(arith.parse_steps(p["answer"])[0][1] == "+" for p in only_add)
+    # Harder knobs give longer answers and bigger numbers on average.
+    easy = generate_problems(300, seed=5, max_steps=1, max_value=50, max_start=20, max_operand=5)
+    hard = generate_problems(300, seed=5, min_steps=3, max_steps=3)
+    assert sum(len(p["answer"]) for p in hard) > 1.5 * sum(len(p["answer"]) for p in easy)
+    with pytest.raises(ValueError, match="ops"):
+        Difficulty(ops=("/",))
+    with pytest.raises(ValueError, match="min_steps"):
+        Difficulty(min_steps=4, max_steps=2)
+
+
+def test_answer_extraction_matches_lm_eval_filters():
+    text = " 3 + 4 = 7. 7 * 2 = 14. #### 14"
+    assert arith.extract_strict(text) == 14 and arith.extract_flexible(text) == 14
+    assert arith.extract_strict(" 3 + 4 = 7. 14") is None and arith.extract_flexible(" 3 + 4 = 7. 14") == 14
+    assert arith.extract_flexible("no number") is None
+    tuned = arith.to_tuned_style({"question": "Mia has 3 pens. She buys 4 more. How many pens does Mia have now?",
+                                  "answer": "3 + 4 = 7. #### 7"})
+    assert tuned["answer"] == "3 + 4 = 7. Mia has 7 pens now. #### 7"
+    assert arith.extract_tuned_style(tuned["answer"]) == 7 and arith.final_answer(tuned) == 7
+    assert arith.check_problem(tuned)
+    assert arith.extract_tuned_style(text) is None
+
+
+def test_write_splits_disjoint_and_atomic(tmp_path):
+    paths = arith.write_splits(tmp_path, n_train=300, n_test=40, n_tuned=50, seed=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test.jsonl", "train.jsonl", "tuned_train.jsonl"]
+    train, test, tuned = (arith.read_jsonl(paths[k]) for k in ("train", "test", "tuned_train"))
+    assert len(test) == 40 and 0 < len(train) <= 300 and 0 < len(tuned) <= 50
+    assert not {p["question"] for p in test} & {p["question"] for p in train + tuned}
+    assert all(arith.extract_tuned_style(p["answer"]) == arith.final_answer(p) for p in tuned)
+    assert all(arith.extract_tuned_style(p["answer"]) is None for p in train)
+    again = arith.write_splits(tmp_path / "again", n_train=300, n_test=40, n_tuned=50, seed=0)
+    assert all(paths[k].read_bytes() == again[k].read_bytes() for k in paths)
+
+
+# ---- tokenizer and training ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Data, tokenizer, a tiny trained model and its tuned variant (shared by the tests below)."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("demo")
+    easy = Difficulty(max_steps=1, max_start=9, max_operand=9, max_value=30)
+    paths = arith.write_splits(root / "data", n_train=400, n_test=20, n_tuned=100, seed=0, difficulty=easy)
+    train = arith.read_jsonl(paths["train"])
+    train_tokenizer(train, root / "tokenizer")
+    spec = ModelSpec(hidden_size=32, num_layers=2, num_heads=2, steps=60, batch_size=8, lr=3e-3, warmup=10)
+    meta = train_model(spec, paths["train"], root / "tokenizer", root / "models" / "tiny-s", seed=0, progress=False)
+    tuned_meta = finetune_tuned(TunedSpec(base="tiny-s", steps=10, batch_size=8), root / "models" / "tiny-s",
+                                paths["tuned_train"], root / "models" / "tiny-s-tuned", seed=0, progress=False)
+    return {"root": root, "paths": paths, "spec": spec, "meta": meta, "tuned_meta": tuned_meta}
+
+
+def test_tokenizer_round_trip_and_digits(tiny):
+    tok = load_tokenizer(str(tiny["root"] / "tokenizer"))
+    for p in arith.read_jsonl(tiny["paths"]["test"]) + [arith.to_tuned_style(arith.generate_problems(1, 9)[0])]:
+        text = format_prompt(p["question"]) + format_target(p["answer"])
+        ids = tok.encode(text, add_special_tokens=False)
+        assert tok.decode(ids) == text
+        # Every digit is its own token (with at most a leading space): arithmetic is learnable.
+        assert all(not re.search(r"\d\d", tok.decode([i])) for i in ids)
+    assert tok.encode("Question: x", add_special_tokens=True) == tok.encode("Question: x", add_special_tokens=False)
+    assert len(tok) <= 300
+
+
+def test_prompt_encoding_is_a_prefix_of_training_encoding(tiny):
+    """The model sees at decode time exactly the token boundary it was trained on."""
+    tok = load_tokenizer(str(tiny["root"] / "tokenizer"))
+    for p in arith.read_jsonl(tiny["paths"]["test"]):
+        whole = tok.encode(format_prompt(p["question"]) + format_target(p["answer"]), add_special_tokens=False)
+        (ids, n_prompt), = encode_examples([p], tok)
+        assert ids[:-1] == whole and ids[-1] == tok.eos_token_id
+        assert ids[:n_prompt] == tok.encode(format_prompt(p["question"]), add_special_tokens=False)
+
+
+def test_make_batch_masks_prompt_and_padding():
+    examples = [([5, 6, 7, 8], 2), ([9, 10, 11], 1)]
+    b = make_batch(examples, pad_id=0)
+    assert b["input_ids"].tolist() == [[5, 6, 7, 8], [9, 10, 11, 0]]
+    assert b["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
+    assert b["labels"].tolist() == [[-100, -100, 7, 8], [-100, 10, 11, -100]]
+
+
+def test_training_loss_falls_and_sidecar(tiny):
+    meta = tiny["meta"]
+    assert meta["final_loss"] < 0.6 * meta["initial_loss"]
+    side = read_sidecar(tiny["root"] / "models" / "tiny-s")
+    model = AutoModelForCausalLM.from_pretrained(str(tiny["root"] / "models" / "tiny-s"))
+    assert side["name"] == "tiny-s" and side["kind"] == "base"
+    assert side["params"] == sum(p.numel() for p in model.parameters())
+    tuned = read_sidecar(tiny["root"] / "models" / "tiny-s-tuned")
+    assert tuned["kind"] == "tuned" and tuned["base"] == "tiny-s" and tuned["params"] == side["params"]
+
+
+def test_saved_model_loads_and_gives_the_same_logits(tiny):
+    folder = tiny["root"] / "models" / "tiny-s"
+    tok = load_tokenizer(str(folder))
+    model = AutoModelForCausalLM.from_pretrained(str(folder)).eval()
+    assert model.config.model_type == "llama"
+    # Retraining from the same seed gives the same weights (deterministic) and the same logits.
+    again = train_model(tiny["spec"], tiny["paths"]["train"], tiny["root"] / "tokenizer",
+                        tiny["root"] / "models" / "again", seed=0, progress=False)
+    assert again["final_loss"] == tiny["meta"]["final_loss"]
+    other = AutoModelForCausalLM.from_pretrained(str(tiny["root"] / "models" / "again")).eval()
+    ids = torch.tensor([tok.encode(format_prompt("Mia has 3 pens. How many pens does Mia have now?"))])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, other(ids).logits)
+    # No leftover temp folders next to the saved models (atomic rename).
+    assert sorted(p.name for p in (tiny["root"] / "models").iterdir()) == ["again", "tiny-s", "tiny-s-tuned"]
+
+
+def test_tuned_variant_differs_from_its_base(tiny):
+    base = AutoModelForCausalLM.from_pretrained(str(tiny["root"] / "models" / "tiny-s")).eval()
+    tuned = AutoModelForCausalLM.from_pretrained(str(tiny["root"] / "models" / "tiny-s-tuned")).eval()
+    ids = torch.arange(10)[None]
+    with torch.no_grad():
+        assert not torch.allclose(base(ids).logits, tuned(ids).logits)
+
+
+def test_finetune_needs_a_trained_base(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        finetune_tuned(TunedSpec(base="x"), tmp_path / "missing", [{"question": "q", "answer": "a"}], tmp_path / "o")
+
+
+def test_default_family_spans_16x_in_parameters(tmp_path):
+    problems = generate_problems(3000, seed=0)
+    tok = train_tokenizer(problems, tmp_path / "tok")
+    from transformers import LlamaForCausalLM
+    params = {n: sum(p.numel() for p in LlamaForCausalLM(s.llama_config(tok)).parameters())
+              for n, s in DEFAULT_FAMILY.items()}
+    sizes = list(params.values())
+    assert len(sizes) >= 4 and sizes == sorted(sizes)
+    assert sizes[-1] >= 16 * sizes[0], params
+    assert set(DEFAULT_TUNED) == {"arith-xs-tuned", "arith-s-tuned", "arith-m-tuned"}
+    assert spec_for("arith-s-tuned").base == "arith-s"
+    assert spec_for("other-tuned", base="other").base == "other"
+    with pytest.raises(KeyError, match="nope"):
+        spec_for("nope")
+
+
+# ---- lm-eval task --------------------------------------------------------------------------------
+
+def test_task_yaml_matches_training_format():
+    class Loader(yaml.SafeLoader):
+        pass
+    Loader.add_constructor("!function", lambda loader, node: loader.construct_scalar(node))
+    cfg = yaml.load(TASK_YAML.read_text(), Loader=Loader)
+    assert cfg["task"] == "arith" and cfg["output_type"] == "generate_until"
+    assert cfg["dataset_path"] == "json" and set(cfg["dataset_kwargs"]["data_files"]) == {"train", "test"}
+    assert cfg["test_split"] == "test" and cfg["fewshot_split"] == "train"
+    # doc_to_text + target_delimiter + answer is what fsgen.demo.train trains on.
+    q, a = "Mia has 3 pens. How many pens does Mia have now?", "3 + 0 = 3. #### 3"
+    rendered = cfg["doc_to_text"].replace("{{question}}", q) + cfg["target_delimiter"] + a
+    assert rendered == format_prompt(q) + format_target(a)
+    filters = {f["name"]: f["filter"][0]["regex_pattern"] for f in cfg["filter_list"]}
+    assert filters["strict-match"] == arith.STRICT_RE.pattern
+    assert filters["flexible-extract"] == arith.FLEXIBLE_RE.pattern
+    assert filters["tuned-style"] == arith.TUNED_STYLE_RE.pattern
+
+
+@pytest.mark.slow
+def test_lm_eval_finds_the_task():
+    from lm_eval.tasks import TaskManager
+    tm = TaskManager(include_path=str(TASK_YAML.parent.parent))
+    assert "arith" in tm.all_tasks
