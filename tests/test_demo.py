@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -232,3 +233,47 @@ def test_lm_eval_finds_the_task():
     from lm_eval.tasks import TaskManager
     tm = TaskManager(include_path=str(TASK_YAML.parent.parent))
     assert "arith" in tm.all_tasks
+
+
+# ---- rule scripts ----------------------------------------------------------------------------------
+
+class _Namedlist(list):
+    """Enough of snakemake.io.Namedlist for the scripts: a list with named attributes."""
+
+    def __init__(self, items=(), **named):
+        super().__init__(list(items) + list(named.values()))
+        self.__dict__.update(named)
+
+    def keys(self):
+        return [k for k in self.__dict__]
+
+
+def _run_script(name, **fields):
+    import runpy
+    from types import SimpleNamespace
+    snakemake = SimpleNamespace(threads=1, **fields)
+    runpy.run_path(str(REPO / "scripts" / name), init_globals={"snakemake": snakemake})
+
+
+def test_rule_scripts_data_tokenizer_and_tuned_train(tiny, tmp_path):
+    data = tmp_path / "demo" / "data"
+    outputs = [str(data / f"{s}.jsonl") for s in ("train", "test", "tuned_train")]
+    _run_script("demo_data.py", input=_Namedlist(), output=_Namedlist(outputs),
+                params=SimpleNamespace(demo={"n_train": 200, "n_test": 20, "n_tuned": 30, "seed": 1}),
+                log=[str(tmp_path / "data.log")])
+    assert len(arith.read_jsonl(outputs[1])) == 20
+    tok_json = tmp_path / "demo" / "tokenizer" / "tokenizer.json"
+    _run_script("demo_tokenizer.py", input=_Namedlist(train=outputs[0]), output=_Namedlist([str(tok_json)]),
+                params=SimpleNamespace(demo={"seed": 1}), log=[str(tmp_path / "tok.log")])
+    assert load_tokenizer(str(tok_json.parent)).decode(load_tokenizer(str(tok_json.parent)).encode("Mia has 3")) == "Mia has 3"
+    # A tuned variant of the tiny model (its spec comes from TunedSpec defaults, base from input.base).
+    sidecar = tmp_path / "models" / "tiny-s-tuned" / "fsgen_model.json"
+    _run_script("demo_train.py",
+                input=_Namedlist(train=outputs[0], tuned_train=outputs[2], tokenizer=str(tok_json),
+                                 base=[str(tiny["root"] / "models" / "tiny-s" / "fsgen_model.json")]),
+                output=_Namedlist([str(sidecar)]),
+                params=SimpleNamespace(spec={"name": "tiny-s-tuned", "base": "tiny-s", "seed": 0}),
+                log=[str(tmp_path / "train.log")])
+    meta = json.loads(sidecar.read_text())
+    assert meta["kind"] == "tuned" and meta["base"] == "tiny-s"
+    assert "loss" in (tmp_path / "train.log").read_text()
