@@ -19,7 +19,7 @@ PAIR_METHODS = ("oracle", "contrastive", "proxy", "speculative")
 ROUTER_KINDS = ("always", "never", "threshold", "margin", "entropy", "learned")
 THRESHOLD_ROUTERS = ("threshold", "margin", "entropy")
 # Names that are folders of results/ (or the singles folder) and so cannot be wildcard values.
-RESERVED_NAMES = ("single", "tables", "figures", "models", "demo", "tasks", "preflight", "logs", "fetch")
+RESERVED_NAMES = ("single", "tables", "figures", "models", "demo", "tasks", "preflight", "logs", "benchmarks", "fetch")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -28,8 +28,9 @@ class ConfigError(ValueError):
 
 
 # ----------------------------------------------------------------------------------- loading
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys (plain YAML keeps the last one silently)."""
+class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """SafeLoader (libyaml's when available: DAG build time) that refuses duplicate mapping keys
+    (plain YAML keeps the last one silently)."""
 
 
 def _construct_unique_mapping(loader, node, deep=False):
@@ -42,7 +43,7 @@ def _construct_unique_mapping(loader, node, deep=False):
                 f" of {loader.name}); each name may appear once"
             )
         seen[key] = key_node.start_mark.line
-    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+    return yaml.constructor.SafeConstructor.construct_mapping(loader, node, deep=deep)
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
@@ -52,7 +53,7 @@ def load_yaml_unique(path: str | os.PathLike) -> dict:
     """Load a YAML file, raising `ConfigError` on a duplicate key (e.g. a model named twice)."""
     with open(path, encoding="utf-8") as f:
         loader = _UniqueKeyLoader(f)
-        loader.name = str(path)
+        loader.name = str(path)  # named in the duplicate-key message
         try:
             return loader.get_single_data() or {}
         finally:

@@ -57,7 +57,6 @@ LOGS = RESULTS / "logs"
 BENCH = RESULTS / "benchmarks"
 TABLES = RESULTS / "tables"
 FIGURES = RESULTS / "figures"
-JOB_FILES = ("trace.parquet", "samples.jsonl", "generations.jsonl", "metrics.json", "stats.json")
 
 # Library modules each stage runs: Snakemake does not track imports, so they are inputs (an edit
 # reruns that stage and what follows, and nothing before it).

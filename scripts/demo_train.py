@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fsgen.demo.__main__ import train_one
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")  # noqa: F821
+logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s", force=True)  # noqa: F821
 spec = dict(snakemake.params.spec)  # noqa: F821
 out_dir = Path(snakemake.output[0]).parent  # noqa: F821
 base_inputs = list(snakemake.input.base) if "base" in snakemake.input.keys() else []  # noqa: F821
