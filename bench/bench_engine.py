@@ -199,6 +199,7 @@ def main(argv=None) -> dict:
         "params": {role: sum(p.numel() for p in getattr(systems, role).parameters()) for role in ("small", "large")},
         "speculative_mean_accepted_per_round": float(per_round.mean()),
         "speculative_tokens_per_round": float(len(spec_trace) / len(per_round)),
+        "speculative_rounds_per_request": spec_trace.groupby("request_id")["round"].max().add(1).tolist(),
         "median_seconds": median,
         "all_seconds": times,
         "generated_tokens": tokens,
@@ -223,7 +224,8 @@ def print_table(report: dict) -> None:
           f"params small {report['params']['small'] / 1e6:.1f}M / large {report['params']['large'] / 1e6:.1f}M, "
           f"{report['args']['new_tokens']} new tokens x {len(PROMPTS)} prompts, median of {report['args']['repeats']}")
     print(f"speculative: {report['speculative_mean_accepted_per_round']:.2f} drafts accepted per round "
-          f"(K={report['args']['k']}), {report['speculative_tokens_per_round']:.2f} tokens per round")
+          f"(K={report['args']['k']}), {report['speculative_tokens_per_round']:.2f} tokens per round, "
+          f"rounds per request {report['speculative_rounds_per_request']}")
     print("\n| run | median s |\n|---|---|")
     for name, seconds in report["median_seconds"].items():
         print(f"| {name} | {seconds:.3f} |")

@@ -105,7 +105,7 @@ def tempered_probs(logprobs: torch.Tensor, temperature: float) -> torch.Tensor:
 class _Row:
     request_id: int
     generator: torch.Generator | None  # sampling only
-    pending_small: list[int]  # tokens System 1 has not processed yet
+    pending_small: list[int]  # tokens System 1 has not processed yet (starts as the prompt's last)
     pending_large: list[int]  # tokens System 2 has not processed yet
     tokens: list[int] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)
@@ -157,10 +157,17 @@ def speculative_batch(
     filler = systems.tokenizer.pad_token_id or 0
     small = CachedModel(systems.small, systems.vocab_size, len(prompt_ids))
     large = CachedModel(systems.large, systems.vocab_size, len(prompt_ids))
+    # prefill all but each prompt's last token with logits for one slot only: [B, T, V] log-probs
+    # of a long prompt over a large vocabulary would cost gigabytes and are never read
+    heads = [list(p[:-1]) for p in prompt_ids]
+    if any(heads):
+        tokens, valid = right_align(heads, filler)
+        small.forward(tokens, valid, last_only=True)
+        large.forward(tokens, valid, last_only=True)
     rows = []
     for prompt, rid in zip(prompt_ids, request_ids):
         gen = torch.Generator().manual_seed(config.seed + int(rid)) if sampling else None
-        rows.append(_Row(int(rid), gen, list(prompt), list(prompt)))
+        rows.append(_Row(int(rid), gen, [prompt[-1]], [prompt[-1]]))
     active = list(range(len(rows)))  # indices into `rows`, in cache row order
 
     while active:

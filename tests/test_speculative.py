@@ -17,7 +17,6 @@ from scipy import stats as scipy_stats
 
 from fsgen.config import DecodeConfig
 from fsgen.engine import Systems, decode, load_systems
-from fsgen.fastpath import full_logprobs, left_pad
 from fsgen.runner import CachedModel, right_align
 from fsgen.speculative import sample_inverse_cdf, speculative_batch
 from fsgen.stopping import StopCriteria, eos_token_ids
@@ -85,10 +84,16 @@ def slow_greedy(model, prompt: list[int], stop: StopCriteria, vocab_size: int) -
             return generated[:keep]
 
 
+@torch.no_grad()
+def full_logprobs(model, sequence: list[int], vocab_size: int) -> torch.Tensor:
+    """[T, V] log-probs of one unpadded sequence, one full forward without a cache."""
+    logits = model(torch.tensor([sequence])).logits[0, :, :vocab_size].float()
+    return torch.log_softmax(logits, dim=-1)
+
+
 def teacher_forced(model, prompt: list[int], generated: list[int], vocab_size: int) -> torch.Tensor:
     """[N, V] log-probs the model gives each generated token's position (full forward)."""
-    ids, mask = left_pad([prompt + generated], 0)
-    return full_logprobs(model, ids, mask, vocab_size)[0, len(prompt) - 1 : -1]
+    return full_logprobs(model, prompt + generated, vocab_size)[len(prompt) - 1 : -1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,8 +113,7 @@ def test_discard_last_spans_one_token_blocks(family):
     nxt = torch.tensor([[20], [21], [22]])
     got = cached.forward(nxt, torch.ones(3, 1, dtype=torch.bool))[:, -1]
     for row in range(3):
-        ids = torch.tensor([prompts[row] + kept[row] + [int(nxt[row])]])
-        want = full_logprobs(model, ids, torch.ones_like(ids), vocab)[0, -1]
+        want = full_logprobs(model, prompts[row] + kept[row] + [int(nxt[row])], vocab)[-1]
         torch.testing.assert_close(got[row], want, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="trailing real slots"):
         cached.discard_last(torch.tensor([2, 0, 0]))  # only one real slot since the last block
@@ -136,6 +140,17 @@ def test_greedy_equals_large_greedy(pair, k, request):
         assert tokens == slow_greedy(systems.large, prompt, stop, systems.vocab_size)
         assert trace["token_id"].tolist() == tokens
         assert trace["position"].tolist() == list(range(len(tokens)))
+
+
+@pytest.mark.parametrize("prompts", [["A", "Tom has 3 apples."], ["A", "T"]], ids=["mixed", "all-one-token"])
+def test_one_token_prompts(related, prompts):
+    # one-token prompts leave nothing to prefill (their row of the prefill block is all filler)
+    config = DecodeConfig(method="speculative", k=3, max_new_tokens=10)
+    ids = encode(related, prompts)
+    assert min(len(p) for p in ids) == 1
+    stop = stop_for(related, config)
+    for (tokens, _), prompt in zip(run(related, ids, config, stop), ids):
+        assert tokens == slow_greedy(related.large, prompt, stop, related.vocab_size)
 
 
 @pytest.mark.parametrize("k", [1, 3, 5])

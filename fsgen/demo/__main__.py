@@ -81,7 +81,7 @@ def check(models_dir, test_jsonl, names, limit=150, proxy_large="arith-l") -> di
     for n, m in models.items():
         t = time.perf_counter()
         acc = accuracy(m, tok, test)
-        report["accuracy"][n] = {k: acc[k] for k in ("strict", "flexible", "tuned_style")}
+        report["accuracy"][n] = {k: acc[k] for k in ("strict", "flexible", "tuned_style", "style_rate")}
         print(n, report["accuracy"][n], f"({time.perf_counter() - t:.0f}s)", acc["samples"][0], flush=True)
     for small, large in itertools.combinations(names, 2):
         f = oracle_frequency(models[large], models[small], tok, test)
@@ -96,8 +96,8 @@ def check(models_dir, test_jsonl, names, limit=150, proxy_large="arith-l") -> di
             own = accuracy(tuned, tok, test)
             px = proxy_accuracy(models[proxy_large], models[small], tuned, tok, test)
             report["proxy"][f"{proxy_large}__{small}"] = {
-                "tuned_small": {k: own[k] for k in ("strict", "flexible", "tuned_style")},
-                "proxy": {k: px[k] for k in ("strict", "flexible", "tuned_style")}}
+                "tuned_small": {k: own[k] for k in ("strict", "flexible", "tuned_style", "style_rate")},
+                "proxy": {k: px[k] for k in ("strict", "flexible", "tuned_style", "style_rate")}}
             print(f"proxy {proxy_large}__{small}:", report["proxy"][f"{proxy_large}__{small}"], px["samples"][0], flush=True)
     print(json.dumps(report, indent=1))
     return report

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from fsgen.demo.arith import extract_flexible, extract_strict, extract_tuned_style, final_answer
+from fsgen.demo.arith import TUNED_STYLE_RE, extract_flexible, extract_strict, extract_tuned_style, final_answer
 from fsgen.demo.train import format_prompt
 
 
@@ -46,6 +46,7 @@ def accuracy(model, tokenizer, problems: list[dict], max_new_tokens: int = 48) -
         "strict": sum(extract_strict(t) == g for t, g in zip(texts, gold)) / n,
         "flexible": sum(extract_flexible(t) == g for t, g in zip(texts, gold)) / n,
         "tuned_style": sum(extract_tuned_style(t) == g for t, g in zip(texts, gold)) / n,
+        "style_rate": sum(TUNED_STYLE_RE.search(t) is not None for t in texts) / n,  # right or wrong number
         "samples": texts[:3],
     }
 
@@ -122,5 +123,6 @@ def proxy_accuracy(large, small_base, small_tuned, tokenizer, problems: list[dic
         "strict": sum(extract_strict(t) == g for t, g in zip(texts, gold)) / n,
         "flexible": sum(extract_flexible(t) == g for t, g in zip(texts, gold)) / n,
         "tuned_style": sum(extract_tuned_style(t) == g for t, g in zip(texts, gold)) / n,
+        "style_rate": sum(TUNED_STYLE_RE.search(t) is not None for t in texts) / n,  # right or wrong number
         "samples": texts[:3],
     }
