@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from fsgen.atomic import atomic_path
 
 METADATA_KEY = b"fsgen"
 
@@ -59,14 +60,8 @@ def to_table(df: pd.DataFrame, metadata: dict | None = None) -> pa.Table:
 
 def write_trace(df: pd.DataFrame, path: str | os.PathLike, metadata: dict) -> None:
     """Write atomically: a temporary file in the same folder, then rename into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(to_table(df, metadata), tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_trace(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:

@@ -45,7 +45,14 @@ def analyze_job(
     params = metadata.get("params") if isinstance(metadata.get("params"), dict) else {}
     router = job.get("router") or metadata.get("router") or params.get("router") or "always"
     job = {key: job.get(key) for key in JOB_KEYS} | {"router": router}
-    record = {"job": job, "stats": collaboration_stats(trace, n_boot=n_boot, seed=seed)}
+    harness_entry = (metadata.get("harness") or {}).get("entry") or {}
+    record = {
+        "job": job,
+        # every result file names the seeds that produced it
+        "seeds": {"bootstrap": seed, "decode": metadata.get("seed", params.get("seed")),
+                  "benchmark": harness_entry.get("seed")},
+        "stats": collaboration_stats(trace, n_boot=n_boot, seed=seed),
+    }
     record["accuracy"] = {
         "metric": metric_name,
         "method": primary_metric(metrics, metric_name),

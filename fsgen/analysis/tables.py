@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from fsgen.analysis.routing import online_tradeoff, recall_at

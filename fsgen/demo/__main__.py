@@ -38,7 +38,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    from fsgen.demo import arith, family, train
+    from fsgen.demo import arith, train
     if args.command == "data":
         print(arith.write_splits(args.out_dir, args.n_train, args.n_test, args.n_tuned, args.seed))
     elif args.command == "tokenizer":

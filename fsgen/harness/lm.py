@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import fields, replace
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -244,21 +242,22 @@ class FsgenLM(LM):
         return meta
 
     def write_trace(self, path, extra_metadata: dict | None = None) -> None:
+        from fsgen.resume import check_trace_matches
         from fsgen.trace import write_trace
 
-        write_trace(self.trace(), path, {**self.metadata(), **(extra_metadata or {})})
+        trace = self.trace()
+        check_trace_matches(self.records, trace)  # a trace that disagrees with the generations fails here
+        write_trace(trace, path, {**self.metadata(), **(extra_metadata or {})})
 
     def write_generations(self, path, doc_ids=None) -> None:
         """generations.jsonl; `doc_ids(task, doc_position) -> dataset doc_id` (default: the position)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with tmp.open("w", encoding="utf-8") as fh:
+        from fsgen.atomic import atomic_path
+
+        with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
             for record in self.records:
                 row = dict(record)
                 row["doc_id"] = doc_ids(row["task"], row["doc_position"]) if doc_ids else row["doc_position"]
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
 
     # ------------------------------------------------------------ scoring
 

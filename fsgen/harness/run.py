@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -39,32 +38,22 @@ from fsgen.harness.tasks import (
     task_name,
 )
 
+from fsgen import atomic
+
 log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- atomic writers
 
 
-def _tmp(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
 def write_json(obj, path) -> None:
-    path = Path(path)
-    tmp = _tmp(path)
-    tmp.write_text(json.dumps(obj, indent=2, default=handle_non_serializable, ensure_ascii=False) + "\n",
-                   encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(path, json.dumps(obj, indent=2, default=handle_non_serializable, ensure_ascii=False) + "\n")
 
 
 def write_jsonl(rows, path) -> None:
-    path = Path(path)
-    tmp = _tmp(path)
-    with tmp.open("w", encoding="utf-8") as fh:
+    with atomic.atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, default=handle_non_serializable, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- one lm-eval run
