@@ -6,6 +6,7 @@ not training. The real pipeline repeats the first two checks in tests/test_pipel
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,8 @@ def planned_after_edit(repo: Path, relpath: str) -> dict[str, int]:
     path = repo / relpath
     text, before = path.read_text(), path.stat()
     path.write_text(text + "\n# edited\n")
-    os.utime(path, (before.st_atime, before.st_mtime + 3600))
+    now = time.time()  # newer than every output (the copy keeps the originals' mtimes)
+    os.utime(path, (now, now + 60))
     try:
         return planned(repo)
     finally:
