@@ -77,8 +77,8 @@ def test_all_ordered_pairs_follow_params():
 
 def test_router_sweep_expands_into_named_instances():
     methods = fw.expand_methods(load("config.yaml"))
-    assert {"oracle_entropy-entropy0.5", "oracle_entropy-entropy1.0", "oracle_entropy-entropy2.0"} <= set(methods)
-    assert methods["oracle_entropy-entropy1.0"] == {"method": "oracle", "router": "entropy:1.0"}
+    assert {"oracle_entropy-entropy0.5", "oracle_entropy-entropy1.5"} <= set(methods)
+    assert methods["oracle_entropy-entropy1.5"] == {"method": "oracle", "router": "entropy:1.5"}
     assert methods["speculative"]["k"] == 5 and methods["speculative"]["router"] == "always"
 
 
