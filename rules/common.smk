@@ -55,6 +55,9 @@ PAIR_DIR = RESULTS / "{benchmark}" / "{method}" / "{large}__{small}"
 SINGLE_DIR = RESULTS / "{benchmark}" / "single" / "{model}"
 LOGS = RESULTS / "logs"
 BENCH = RESULTS / "benchmarks"
+# finished requests of decode jobs (fsgen.resume): outside every declared output, which Snakemake
+# deletes when a job fails, so a killed or timed-out job resumes where it stopped
+RESUME_DIR = RESULTS / ".resume"
 TABLES = RESULTS / "tables"
 FIGURES = RESULTS / "figures"
 

@@ -19,6 +19,7 @@ rule decode_pair:
         decode=pair_params_decode,
         benchmark=params_benchmark,
         include_path=overrides_folder,
+        resume_dir=RESUME_DIR,
     threads: RES["decode_threads"]
     resources:
         gpu=pair_gpu,
@@ -50,6 +51,7 @@ rule decode_single:
         decode=single_params_decode,
         benchmark=params_benchmark,
         include_path=overrides_folder,
+        resume_dir=RESUME_DIR,
     threads: RES["decode_threads"]
     resources:
         gpu=single_gpu,
