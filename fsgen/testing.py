@@ -92,3 +92,30 @@ def build_tiny_family(root: str | Path, seed: int = 0) -> dict[str, Path]:
         "large": build_model(root / "large", tokenizer, hidden_size=64, num_layers=3, seed=seed + 1, vocab_pad=7),
         "small_tuned": build_model(root / "small_tuned", tokenizer, hidden_size=32, num_layers=2, seed=seed + 2),
     }
+
+
+_GENERATION_TASK = """task: {name}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+output_type: generate_until
+test_split: test
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_target: "{{{{answer}}}}"
+generation_kwargs:
+  until: ["Question:"]
+  do_sample: false
+metric_list:
+  - metric: exact_match
+    aggregation: mean
+    higher_is_better: true
+"""
+
+
+def write_generation_task(folder: str | Path, name: str, data: str | Path) -> Path:
+    """A minimal lm-eval generate_until task over a local JSONL of {"question", "answer"}."""
+    path = Path(folder) / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_GENERATION_TASK.format(name=name, data=data))
+    return path

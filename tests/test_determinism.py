@@ -15,6 +15,7 @@ import torch
 
 from fsgen import engine
 from fsgen.config import DecodeConfig
+from fsgen.testing import write_generation_task
 from fsgen.trace import read_trace, to_table, write_trace
 
 pytestmark = pytest.mark.timeout(300)
@@ -113,23 +114,6 @@ def test_seed_is_recorded_in_the_trace_file(family, tmp_path):
 
 # ---------------------------------------------------------------- the decode and score jobs
 
-TASK = """task: det_gen
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-output_type: generate_until
-test_split: test
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_target: "{{{{answer}}}}"
-generation_kwargs:
-  until: ["Question:"]
-  do_sample: false
-metric_list:
-  - metric: exact_match
-    aggregation: mean
-    higher_is_better: true
-"""
 
 
 def run_script(name, **fields):
@@ -167,7 +151,7 @@ def test_decode_and_score_jobs_twice_give_identical_results(family, tmp_path):
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     include = tmp_path / "tasks"
     include.mkdir()
-    (include / "det_gen.yaml").write_text(TASK.format(data=tmp_path / "d.jsonl"))
+    write_generation_task(include, "det_gen", tmp_path / "d.jsonl")
     jobs = [tmp_path / "run1", tmp_path / "run2", tmp_path / "retry"]
     for job, batch_size in zip(jobs, (4, 4, 1)):
         job.mkdir()

@@ -9,28 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from fsgen.testing import build_tiny_family
+from fsgen.testing import build_tiny_family, write_generation_task
 
 pytestmark = pytest.mark.timeout(300)
 ROOT = Path(__file__).resolve().parents[1]
 
-TASK = """task: tiny_gen
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-output_type: generate_until
-test_split: test
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_target: "{{{{answer}}}}"
-generation_kwargs:
-  until: ["Question:"]
-  do_sample: false
-metric_list:
-  - metric: exact_match
-    aggregation: mean
-    higher_is_better: true
-"""
 
 
 def run_script(name, **fields):
@@ -44,7 +27,7 @@ def test_decode_and_score_scripts(tmp_path):
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     include = tmp_path / "overrides"
     include.mkdir()
-    (include / "tiny_gen.yaml").write_text(TASK.format(data=tmp_path / "d.jsonl"))
+    write_generation_task(include, "tiny_gen", tmp_path / "d.jsonl")
     job = tmp_path / "results" / "tiny" / "proxy" / "large__small"
     models = {role: {"name": role, "path": str(family[role]), "dtype": "float32", "params": 1}
               for role in ("large", "small", "small_tuned")}

@@ -23,6 +23,7 @@ from fsgen.resume import (
     model_fingerprint,
     request_key,
 )
+from fsgen.testing import write_generation_task
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -351,23 +352,6 @@ def test_trace_mismatch_is_an_error():
 
 # ---------------------------------------------------------------- end to end through the harness
 
-TASK = """task: resume_gen
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-output_type: generate_until
-test_split: test
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_target: "{{{{answer}}}}"
-generation_kwargs:
-  until: ["Question:"]
-  do_sample: false
-metric_list:
-  - metric: exact_match
-    aggregation: mean
-    higher_is_better: true
-"""
 
 HARNESS_DECODE = textwrap.dedent(
     """
@@ -414,7 +398,7 @@ def test_killed_harness_decode_resumes(tmp_path, family):
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     include = tmp_path / "tasks"
     include.mkdir()
-    (include / "resume_gen.yaml").write_text(TASK.format(data=tmp_path / "d.jsonl"))
+    write_generation_task(include, "resume_gen", tmp_path / "d.jsonl")
     entry = {"task": "resume_gen", "seed": 1, "max_new_tokens": 6, "batch_size": 2}
 
     def args(out_dir, cache_dir):

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
 
 import pytest
-import yaml
 
 from fsgen import workflow as fw
 from test_workflow_support import BAD_CONFIGS, REPO, bad_config_text

@@ -182,7 +182,7 @@ class FsgenLM(LM):
         texts: list[str | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for i, request in enumerate(requests):
-            context, gen_kwargs = request.args[0], dict(request.args[1] or {})
+            gen_kwargs = dict(request.args[1] or {})
             extra = set(gen_kwargs) - KNOWN_GEN_KWARGS
             if extra:
                 log.warning("fsgen ignores generation options %s of task %s", sorted(extra), request.task_name)
