@@ -6,7 +6,6 @@ its inputs are empty (then `render` draws a labelled placeholder so the workflow
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -17,6 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fsgen.analysis.scaling import power_law  # noqa: E402
+from fsgen.atomic import atomic_path  # noqa: E402
 from fsgen.analysis.stats import SINGLE_KINDS, pair_mask  # noqa: E402
 
 STYLE = {
@@ -391,12 +391,9 @@ def save(fig, png_path) -> Path:
     png_path = Path(png_path)
     png_path.parent.mkdir(parents=True, exist_ok=True)
     for path, fmt in ((png_path, "png"), (png_path.with_suffix(".pdf"), "pdf")):
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            fig.savefig(tmp, format=fmt)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_path(path) as tmp:
+            # "tight" grows the canvas to the suptitle, which is often wider than narrow panels
+            fig.savefig(tmp, format=fmt, bbox_inches="tight")
     plt.close(fig)
     return png_path
 
