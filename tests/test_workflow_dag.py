@@ -69,7 +69,7 @@ def test_demo_dry_run_counts(repo):
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
     counts = dry_run_jobs(out)
-    methods = 7  # oracle, 3 entropy routers, contrastive, proxy, speculative
+    methods = 6  # oracle, 2 entropy routers, contrastive, proxy, speculative
     assert counts["decode_pair"] == 6 * methods
     assert counts["decode_single"] == 4
     assert counts["train_model"] == 7  # 4 base + 3 tuned
