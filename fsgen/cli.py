@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from fsgen.atomic import atomic_path
 from fsgen.config import METHODS
 
 
@@ -98,16 +99,9 @@ def check_model_arg(role: str, name: str | None) -> None:
 
 
 def write_jsonl_atomic(rows: list[dict], path: str) -> None:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def run_decode(args) -> None:

@@ -25,6 +25,8 @@ import logging
 import os
 from pathlib import Path
 
+from fsgen import atomic
+
 log = logging.getLogger(__name__)
 
 SMALL_FILE_BYTES = 2 << 20  # files up to this size are hashed in full
@@ -244,12 +246,7 @@ def _read_records(path: Path):
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic.write_text(path, text)
 
 
 # ---------------------------------------------------------------- a resumable engine.decode

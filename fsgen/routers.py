@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fsgen.atomic import atomic_path
 from fsgen.distributions import Summary
 
 
@@ -147,12 +148,6 @@ def train_learned_router(trace_df, path: str | os.PathLike, top_k: int = 10, see
     model = LogisticRegression(max_iter=1000, random_state=seed)
     model.fit(router_features(seen, top_k), labels)
     saved = {"model": model, "top_k": int(top_k), "threshold": float(threshold)}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         joblib.dump(saved, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return saved

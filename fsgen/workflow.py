@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from fsgen import atomic
+
 # Pair methods the config may name; "small"/"large" are the single-model baselines (decode_single).
 PAIR_METHODS = ("oracle", "contrastive", "proxy", "speculative")
 ROUTER_KINDS = ("always", "never", "threshold", "margin", "entropy", "learned")
@@ -338,10 +340,7 @@ def builtin_task_names(cache_dir: str | os.PathLike | None = ".snakemake/fsgen")
             pass  # a torn write: rebuild
     names = _yaml_task_names(root)
     if cache:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(sorted(names)))
-        os.replace(tmp, cache)
+        atomic.write_text(cache, json.dumps(sorted(names)))
     return names
 
 

@@ -10,7 +10,8 @@ tasks_dir, cache_dir; log[0].
 import json
 import logging
 import os
-from pathlib import Path
+
+from fsgen import atomic
 
 snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
 
@@ -58,9 +59,5 @@ for name, entry in snakemake.params.benchmarks.items():
     fetch_dataset(name, entry["task"], snakemake.params.tasks_dir)
     manifest["datasets"][name] = entry["task"]
 
-out = Path(snakemake.output[0])
-out.parent.mkdir(parents=True, exist_ok=True)
-tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-os.replace(tmp, out)
-log.info("wrote %s", out)
+atomic.write_text(snakemake.output[0], json.dumps(manifest, indent=2) + "\n")
+log.info("wrote %s", snakemake.output[0])

@@ -12,9 +12,7 @@ log[0].
 
 import json
 import logging
-import os
 import sys
-from pathlib import Path
 
 snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
 
@@ -26,6 +24,7 @@ log = logging.getLogger("preflight")
 
 from fsgen.preflight import preflight  # noqa: E402
 from fsgen.resume import model_fingerprint  # noqa: E402
+from fsgen import atomic  # noqa: E402
 
 params = snakemake.params
 tuned = dict(getattr(params, "tuned", None) or {})
@@ -55,9 +54,5 @@ stamp = {
     "pairs": config["pairs"],
     "benchmarks": sorted(config["benchmarks"]),
 }
-out = Path(snakemake.output[0])
-out.parent.mkdir(parents=True, exist_ok=True)
-tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-tmp.write_text(json.dumps(stamp, indent=2) + "\n")
-os.replace(tmp, out)
+atomic.write_text(snakemake.output[0], json.dumps(stamp, indent=2) + "\n")
 log.info("preflight passed: %d models, %d pairs, %d benchmarks", len(used), len(config["pairs"]), len(stamp["benchmarks"]))

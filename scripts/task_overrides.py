@@ -7,9 +7,9 @@ params: benchmarks (name -> harness entry), tasks_dir (workflow/tasks); log[0].
 
 import json
 import logging
-import os
 from pathlib import Path
 
+from fsgen import atomic
 from fsgen.harness.tasks import task_name, write_task_overrides
 
 snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
@@ -19,6 +19,4 @@ out = Path(snakemake.output[0])
 include_path = write_task_overrides(snakemake.params.benchmarks, out.parent, tasks_dir=snakemake.params.tasks_dir)
 manifest = {b: task_name(e) for b, e in snakemake.params.benchmarks.items()}
 logging.info("include_path %s; tasks %s", include_path, manifest)
-tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-tmp.write_text(json.dumps({"include_path": include_path, "tasks": manifest}, indent=2) + "\n")
-os.replace(tmp, out)
+atomic.write_text(out, json.dumps({"include_path": include_path, "tasks": manifest}, indent=2) + "\n")

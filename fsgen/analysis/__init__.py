@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from fsgen import atomic
 from fsgen.analysis.routing import offline_router_curves
 from fsgen.analysis.speculative import measured_acceptance, predicted_acceptance
 from fsgen.analysis.stats import collaboration_stats, primary_metric, read_metrics
-from fsgen.analysis.uncertainty import intervention_position_shares, signal_aurocs, signal_histograms
+from fsgen.analysis.uncertainty import (
+    intervention_position_shares,
+    signal_aurocs,
+    signal_histograms,
+)
 
 JOB_KEYS = ("benchmark", "method", "kind", "router", "large", "small", "large_params", "small_params", "k")
 
@@ -101,25 +104,11 @@ def _nan_to_none(value):
 
 def write_json(data: dict, path) -> None:
     """Atomic JSON write (NaN/inf written as null, so the file is strict JSON)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(_nan_to_none(json.loads(json.dumps(data, default=_json_default))), indent=1))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic.write_text(path, json.dumps(_nan_to_none(json.loads(json.dumps(data, default=_json_default))), indent=1))
 
 
 def atomic_write_text(text: str, path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic.write_text(path, text)
 
 
 def write_csv(df: pd.DataFrame, path) -> None:

@@ -14,11 +14,12 @@ lm-eval's own prompt, few-shot examples, filters and metrics.
 from __future__ import annotations
 
 import logging
-import os
 import random
 from pathlib import Path
 
 import yaml
+
+from fsgen import atomic
 
 log = logging.getLogger(__name__)
 
@@ -198,13 +199,11 @@ def write_task_overrides(benchmarks: dict, out_dir, tasks_dir=None) -> str:
             "tag": [],  # the derived task joins no group of the original
             **dataset_override(entry["data"], name),
         }
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        tmp.write_text(
+        atomic.write_text(
+            target,
             f"# fsgen data override of {entry['task']!r} for benchmark {name!r} (generated)\n"
             + yaml.safe_dump(derived, sort_keys=False),
-            encoding="utf-8",
         )
-        os.replace(tmp, target)
     return str(out_dir)
 
 
