@@ -17,7 +17,7 @@ localrules:
 rule job_stats:
     input:
         unpack(stats_inputs),
-        code=ANALYSIS_CODE,
+        code=[*ANALYSIS_CODE, script_file("job_stats")],
     output:
         stats=JOB_DIR / "stats.json",
     params:
@@ -26,10 +26,8 @@ rule job_stats:
         job=job_constraint(),
     log:
         LOGS / "stats" / "{benchmark}" / "{job}.log",
-    conda:
-        CONDA_ENV
-    script:
-        "../scripts/job_stats.py"
+    run:  # in Snakemake's process, like score (rules/score.smk)
+        run_in_process("job_stats", input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule stats_all:

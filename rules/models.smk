@@ -50,6 +50,7 @@ rule train_model:
     params:
         spec=trained_spec,
     threads: RES["train_threads"]
+    priority: train_priority
     resources:
         mem_mb=4000,
         runtime=120,

@@ -1,5 +1,6 @@
 # Scoring (CPU): lm-eval replays the recorded generations (the fsgen-replay model) and computes
-# the task's metrics.
+# the task's metrics. `run:` executes scripts/score.py in Snakemake's process (fsgen.rulescript):
+# a score is 1-3 s of work after 5 s of imports. No `conda:` (Snakemake's own environment has fsgen).
 
 
 localrules:
@@ -11,7 +12,7 @@ rule score:
     input:
         samples=JOB_DIR / "samples.jsonl",
         overrides=ancient(TASK_OVERRIDES),
-        code=SCORE_CODE,
+        code=[*SCORE_CODE, script_file("score")],
     output:
         metrics=JOB_DIR / "metrics.json",
     params:
@@ -24,10 +25,8 @@ rule score:
         runtime=score_runtime,
     log:
         LOGS / "score" / "{benchmark}" / "{job}.log",
-    conda:
-        CONDA_ENV
-    script:
-        "../scripts/score.py"
+    run:
+        run_in_process("score", input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule score_all:

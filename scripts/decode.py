@@ -18,9 +18,10 @@ import torch
 
 from fsgen.harness.lm import DECODE_FIELDS
 from fsgen.harness.run import run_decode
+from fsgen.rulescript import log_to
 
 snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+log_to(snakemake.log[0])
 torch.set_num_threads(max(1, int(snakemake.threads)))
 
 models = dict(snakemake.params.models)

@@ -11,8 +11,9 @@ import logging
 from pathlib import Path
 
 from fsgen.demo.arith import write_splits
+from fsgen.rulescript import log_to
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s", force=True)  # noqa: F821
+log_to(snakemake.log[0])  # noqa: F821
 outputs = [Path(p) for p in snakemake.output]  # noqa: F821
 out_dir = outputs[0].parent
 expected = [out_dir / f"{split}.jsonl" for split in ("train", "test", "tuned_train")]

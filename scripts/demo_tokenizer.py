@@ -10,9 +10,10 @@ import logging
 from pathlib import Path
 
 from fsgen.demo.arith import read_jsonl
-from fsgen.demo.train import train_tokenizer
+from fsgen.demo.tokenizer import train_tokenizer
+from fsgen.rulescript import log_to
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s", force=True)  # noqa: F821
+log_to(snakemake.log[0])  # noqa: F821
 out_dir = Path(snakemake.output[0]).parent  # noqa: F821
 demo = dict(getattr(snakemake.params, "demo", {}) or {})  # noqa: F821
 kwargs = {"vocab_size": int(demo["vocab_size"])} if "vocab_size" in demo else {}

@@ -15,8 +15,9 @@ import logging
 from pathlib import Path
 
 from fsgen.demo.__main__ import train_one
+from fsgen.rulescript import log_to
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s", force=True)  # noqa: F821
+log_to(snakemake.log[0])  # noqa: F821
 spec = dict(snakemake.params.spec)  # noqa: F821
 out_dir = Path(snakemake.output[0]).parent  # noqa: F821
 base_inputs = list(snakemake.input.base) if "base" in snakemake.input.keys() else []  # noqa: F821

@@ -12,6 +12,7 @@ import logging
 import os
 
 from fsgen import atomic
+from fsgen.rulescript import log_to
 
 snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
 
@@ -21,7 +22,7 @@ for flag in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.pop(flag, None)
 os.environ["HF_HOME"] = os.path.abspath(snakemake.params.cache_dir)
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+log_to(snakemake.log[0])
 log = logging.getLogger("fetch")
 
 # weights, configs, tokenizer files; no other formats (e.g. GGUF, .bin duplicates of safetensors)

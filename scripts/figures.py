@@ -17,9 +17,10 @@ import pandas as pd
 
 from fsgen.analysis.figures import FIGURES, render
 from fsgen.analysis.tables import read_tables
+from fsgen.rulescript import log_to
 
 snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+log_to(snakemake.log[0])
 log = logging.getLogger("figures")
 
 inputs = dict(snakemake.input.items())

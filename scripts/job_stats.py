@@ -17,9 +17,10 @@ import os
 from fsgen.analysis import analyze_job, write_json
 from fsgen.analysis.stats import read_metrics
 from fsgen.trace import read_trace
+from fsgen.rulescript import log_to
 
 snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+log_to(snakemake.log[0])
 log = logging.getLogger("job_stats")
 
 

@@ -14,12 +14,11 @@ import json
 import logging
 import sys
 
+from fsgen.rulescript import log_to
+
 snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
 
-handler = logging.FileHandler(snakemake.log[0])
-handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-logging.getLogger().addHandler(handler)
-logging.getLogger().setLevel(logging.INFO)
+log_to(snakemake.log[0], fmt="%(asctime)s %(levelname)s %(name)s %(message)s")
 log = logging.getLogger("preflight")
 
 from fsgen.preflight import preflight  # noqa: E402

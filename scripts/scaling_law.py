@@ -14,9 +14,10 @@ import pandas as pd
 
 from fsgen.analysis import write_csv
 from fsgen.analysis.scaling import scaling_tables
+from fsgen.rulescript import log_to
 
 snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+log_to(snakemake.log[0])
 log = logging.getLogger("scaling_law")
 
 reference_path = snakemake.input.get("reference")

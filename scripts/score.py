@@ -11,9 +11,10 @@ import logging
 from pathlib import Path
 
 from fsgen.harness.run import run_score
+from fsgen.rulescript import log_to
 
 snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+log_to(snakemake.log[0])
 
 out_dir = Path(snakemake.output.metrics).parent
 if Path(snakemake.output.metrics).name != "metrics.json":

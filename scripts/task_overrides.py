@@ -11,9 +11,10 @@ from pathlib import Path
 
 from fsgen import atomic
 from fsgen.harness.tasks import task_name, write_task_overrides
+from fsgen.rulescript import log_to
 
 snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+log_to(snakemake.log[0])
 
 out = Path(snakemake.output[0])
 include_path = write_task_overrides(snakemake.params.benchmarks, out.parent, tasks_dir=snakemake.params.tasks_dir)

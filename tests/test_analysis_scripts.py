@@ -1,14 +1,16 @@
-"""The thin rule scripts, run as Snakemake would (a `snakemake` object with named input/output/params)."""
+"""The thin rule scripts, run as Snakemake would (a `snakemake` object with named input/output/params,
+in this process with fsgen.rulescript.run_script, as the `run:` rules do)."""
 
 from __future__ import annotations
 
-import runpy
 from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 from snakemake.iocontainers import Namedlist
+
+from fsgen.rulescript import run_script as run_in_process
 
 from test_analysis_synthetic import METRIC, analyze_study, make_study, synthetic_reference  # noqa: F401
 
@@ -22,7 +24,7 @@ def run_script(name: str, tmp: Path, input: dict, output: dict, params: dict | N
     log.parent.mkdir(parents=True, exist_ok=True)
     smk = SimpleNamespace(input=Namedlist(fromdict=input), output=Namedlist(fromdict=output),
                           params=Namedlist(fromdict=params or {}), log=Namedlist([str(log)]))
-    runpy.run_path(str(SCRIPTS / f"{name}.py"), init_globals={"snakemake": smk}, run_name="__main__")
+    run_in_process(SCRIPTS / f"{name}.py", smk)
 
 
 @pytest.fixture(scope="module")

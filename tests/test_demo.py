@@ -16,7 +16,7 @@ from fsgen.demo import arith
 from fsgen.demo.arith import Difficulty, generate_problems
 from fsgen.demo.family import DEFAULT_FAMILY, DEFAULT_TUNED, spec_for
 from fsgen.demo.train import (
-    ModelSpec, TunedSpec, encode_examples, finetune_tuned, format_prompt, format_target, make_batch,
+    ModelSpec, TunedSpec, batch_backward, encode_examples, finetune_tuned, format_prompt, format_target, make_batch,
     read_sidecar, train_model, train_tokenizer,
 )
 from fsgen.models import load_tokenizer
@@ -151,6 +151,27 @@ def test_make_batch_masks_prompt_and_padding():
     assert b["labels"].tolist() == [[-100, -100, 7, 8], [-100, 10, 11, -100]]
 
 
+def test_micro_batches_give_the_loss_and_gradient_of_one_pass(tiny):
+    """Length-sorted slices (ModelSpec.micro_batches) are a faster way to compute the same step."""
+    from transformers import LlamaForCausalLM
+
+    tok = load_tokenizer(str(tiny["root"] / "tokenizer"))
+    examples = encode_examples(arith.read_jsonl(tiny["paths"]["train"])[:12], tok)
+    assert len({len(ids) for ids, _ in examples}) > 1  # rows of several lengths: slicing matters
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny["spec"].llama_config(tok))
+    results = {}
+    for slices in (1, 2, 3):
+        model.zero_grad(set_to_none=True)
+        loss = batch_backward(model, examples, tok.pad_token_id, micro_batches=slices)
+        results[slices] = (loss, [p.grad.clone() for p in model.parameters()])
+    loss_one, grads_one = results[1]
+    for slices in (2, 3):
+        loss, grads = results[slices]
+        assert loss == pytest.approx(loss_one, rel=1e-5)
+        assert all(torch.allclose(g, g1, rtol=1e-4, atol=1e-6) for g, g1 in zip(grads, grads_one))
+
+
 def test_training_loss_falls_and_sidecar(tiny):
     meta = tiny["meta"]
     assert meta["final_loss"] < 0.6 * meta["initial_loss"]
@@ -249,10 +270,10 @@ class _Namedlist(list):
 
 
 def _run_script(name, **fields):
-    import runpy
     from types import SimpleNamespace
-    snakemake = SimpleNamespace(threads=1, **fields)
-    runpy.run_path(str(REPO / "scripts" / name), init_globals={"snakemake": snakemake})
+
+    from fsgen.rulescript import run_script
+    run_script(REPO / "scripts" / name, SimpleNamespace(threads=1, **fields))
 
 
 def test_rule_scripts_data_tokenizer_and_tuned_train(tiny, tmp_path):

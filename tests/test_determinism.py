@@ -4,7 +4,6 @@ an out-of-memory retry with a smaller batch changes no number), and seeds record
 from __future__ import annotations
 
 import json
-import runpy
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +14,7 @@ import torch
 
 from fsgen import engine
 from fsgen.config import DecodeConfig
+from fsgen.rulescript import run_script as run_in_process
 from fsgen.testing import write_generation_task
 from fsgen.trace import read_trace, to_table, write_trace
 
@@ -117,7 +117,7 @@ def test_seed_is_recorded_in_the_trace_file(family, tmp_path):
 
 
 def run_script(name, **fields):
-    runpy.run_path(str(ROOT / "scripts" / name), init_globals={"snakemake": SimpleNamespace(**fields)})
+    run_in_process(ROOT / "scripts" / name, SimpleNamespace(**fields))
 
 
 def decode_and_score(family, tmp_path, job: Path, include: Path, batch_size: int):

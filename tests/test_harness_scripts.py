@@ -1,14 +1,15 @@
-"""scripts/decode.py and scripts/score.py as Snakemake runs them (a stand-in `snakemake` object)."""
+"""scripts/decode.py and scripts/score.py as Snakemake runs them (a stand-in `snakemake` object;
+fsgen.rulescript.run_script, as the `run:` rules do)."""
 
 from __future__ import annotations
 
 import json
-import runpy
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from fsgen.rulescript import run_script as run_in_process
 from fsgen.testing import build_tiny_family, write_generation_task
 
 pytestmark = pytest.mark.timeout(300)
@@ -17,8 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_script(name, **fields):
-    snakemake = SimpleNamespace(**fields)
-    runpy.run_path(str(ROOT / "scripts" / name), init_globals={"snakemake": snakemake})
+    run_in_process(ROOT / "scripts" / name, SimpleNamespace(**fields))
 
 
 def test_decode_and_score_scripts(tmp_path):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from fsgen.demo.arith import TUNED_STYLE_RE, extract_flexible, extract_strict, extract_tuned_style, final_answer
-from fsgen.demo.train import format_prompt
+from fsgen.demo.tokenizer import format_prompt
 
 
 @torch.no_grad()

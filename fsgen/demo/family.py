@@ -15,7 +15,7 @@ DEFAULT_FAMILY: dict[str, ModelSpec] = {
     "arith-s": ModelSpec(hidden_size=48, num_layers=2, num_heads=3, steps=800, lr=5e-3),
     "arith-m": ModelSpec(hidden_size=64, num_layers=3, num_heads=4, steps=1000, lr=5e-3),
     "arith-l": ModelSpec(hidden_size=96, num_layers=4, num_heads=4, intermediate_size=336, steps=1000,
-                         batch_size=32, lr=3e-3),
+                         batch_size=32, micro_batches=2, lr=3e-3),
 }
 
 # Tuned variants of the models that are ever the small model of a pair (for proxy tuning).

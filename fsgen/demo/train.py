@@ -11,26 +11,22 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from fsgen.demo.arith import read_jsonl
+from fsgen.demo.tokenizer import (  # noqa: F401  (format_*, train_tokenizer: public here too)
+    format_prompt, format_target, replace_dir, staging_dir, train_tokenizer,
+)
 from fsgen.models import load_tokenizer
 
 log = logging.getLogger("fsgen.demo")
 
-SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
-# Every digit is its own pre-token (with the space before it, if any), so numbers are spelled
-# digit by digit and arithmetic is learnable; words and punctuation keep their leading space.
-PRETOKEN_PATTERN = r"\s?\d|\s?[A-Za-z]+|\s?[^\sA-Za-z\d]+|\s+"
 SIDECAR = "fsgen_model.json"
 
 
@@ -42,6 +38,7 @@ class ModelSpec:
     intermediate_size: int = 0     # MLP width; 0 = 3 × hidden_size
     steps: int = 1500              # optimizer steps
     batch_size: int = 16           # problems per step
+    micro_batches: int = 1         # passes per step over length-sorted slices of the batch: less padding, same gradient
     lr: float = 3e-3               # peak AdamW learning rate (linear warmup, cosine decay to 10%)
     warmup: int = 50               # warmup steps
     weight_decay: float = 0.01
@@ -71,53 +68,6 @@ class TunedSpec:
     lr: float = 1e-3               # lower than pre-training: shift the style, keep the skill
     warmup: int = 20
     weight_decay: float = 0.01
-
-
-# ---- prompt format (identical to workflow/tasks/arith/arith.yaml) -----------------------------
-
-def format_prompt(question: str) -> str:
-    """lm-eval's doc_to_text: the model continues after "Answer:"."""
-    return f"Question: {question}\nAnswer:"
-
-
-def format_target(answer: str) -> str:
-    """lm-eval's target_delimiter (" ") + doc_to_target."""
-    return f" {answer}"
-
-
-# ---- tokenizer --------------------------------------------------------------------------------
-
-def train_tokenizer(problems: list[dict], out_dir: str | Path, vocab_size: int = 200) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE on the formatted problems and save it in Hugging Face format.
-
-    No BOS/EOS is added on encode (like lm-eval's default for such tokenizers); training appends
-    EOS after each answer so that greedy decoding stops by itself.
-    """
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PRETOKEN_PATTERN), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        # Only the characters of the corpus, not all 256 bytes: unused rows would be most of the
-        # smallest model's parameters.
-        show_progress=False,
-    )
-    corpus = (format_prompt(p["question"]) + format_target(p["answer"]) for p in problems)
-    tok.train_from_iterator(corpus, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
-        model_max_length=1024,
-    )
-    out_dir = Path(out_dir)
-    tmp = _tmp_dir(out_dir)
-    fast.save_pretrained(str(tmp))
-    _replace_dir(tmp, out_dir)
-    return fast
 
 
 # ---- data -------------------------------------------------------------------------------------
@@ -157,11 +107,38 @@ def _lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def batch_backward(model, batch: list[tuple[list[int], int]], pad_id: int, micro_batches: int = 1) -> float:
+    """Forward and backward of one batch; returns its loss (mean over answer tokens).
+
+    With micro_batches > 1 the rows are sorted by length and cut into that many slices, each
+    padded only to its own longest row, and every slice's summed token loss is divided by the
+    whole batch's token count: the same loss and gradient as one pass (up to float rounding),
+    with less padding. Random batches of 32 arith problems are 29% padding; two slices make a
+    step of the largest demo model about 20% faster.
+    """
+    if micro_batches <= 1:
+        loss = model(**make_batch(batch, pad_id)).loss
+        loss.backward()
+        return loss.item()
+    rows = sorted(batch, key=lambda row: len(row[0]))
+    # every answer token is a label (the prompt is never empty, so the shift drops none)
+    n_labels = sum(len(ids) - n_prompt for ids, n_prompt in rows)
+    size = -(-len(rows) // micro_batches)
+    total = 0.0
+    for start in range(0, len(rows), size):
+        loss = model(**make_batch(rows[start : start + size], pad_id), num_items_in_batch=n_labels).loss
+        loss.backward()
+        total += loss.item()
+    return total
+
+
 def fit(model, examples, pad_id: int, steps: int, batch_size: int, lr: float, warmup: int,
-        weight_decay: float, seed: int, desc: str = "train", progress: bool = True, callback=None) -> list[float]:
+        weight_decay: float, seed: int, desc: str = "train", progress: bool = True, callback=None,
+        micro_batches: int = 1) -> list[float]:
     """AdamW on random batches drawn with a seeded generator; returns the loss of every step.
 
-    `callback(step, model)`, if given, runs after every optimizer step (e.g. to evaluate).
+    `callback(step, model)`, if given, runs after every optimizer step (e.g. to evaluate);
+    `micro_batches`: see `batch_backward`.
     """
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
@@ -172,12 +149,11 @@ def fit(model, examples, pad_id: int, steps: int, batch_size: int, lr: float, wa
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, steps, lr, warmup)
         idx = torch.randint(len(examples), (batch_size,), generator=generator).tolist()
-        loss = model(**make_batch([examples[i] for i in idx], pad_id)).loss
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = batch_backward(model, [examples[i] for i in idx], pad_id, micro_batches)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        losses.append(loss.item())
+        losses.append(loss)
         if callback is not None:
             callback(step + 1, model)
         if step % 100 == 0 or step == steps - 1:
@@ -207,7 +183,8 @@ def train_model(spec: ModelSpec, data: list[dict] | str | Path, tokenizer_dir: s
     log.info("%s: %d params, %d training problems, spec %s", name, count_params(model), len(examples), asdict(spec))
     start, cpu_start = time.perf_counter(), time.process_time()
     losses = fit(model, examples, tokenizer.pad_token_id, spec.steps, spec.batch_size, spec.lr, spec.warmup,
-                 spec.weight_decay, seed, desc=name, progress=progress)
+                 spec.weight_decay, seed, desc=name, progress=progress,
+                 micro_batches=spec.micro_batches)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     sidecar = {"name": name, "params": count_params(model), "kind": "base", "spec": asdict(spec), "seed": seed,
                "threads": threads, "train_seconds": round(seconds, 1),
@@ -244,11 +221,11 @@ def finetune_tuned(spec: TunedSpec, base_dir: str | Path, data: list[dict] | str
 def save_model(model, tokenizer, out_dir: str | Path, sidecar: dict) -> Path:
     """save_pretrained model + tokenizer + sidecar into a temp folder, then rename it into place."""
     out_dir = Path(out_dir)
-    tmp = _tmp_dir(out_dir)
+    tmp = staging_dir(out_dir)
     model.save_pretrained(str(tmp))
     tokenizer.save_pretrained(str(tmp))
     (tmp / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
-    _replace_dir(tmp, out_dir)
+    replace_dir(tmp, out_dir)
     return out_dir
 
 
@@ -257,19 +234,6 @@ def read_sidecar(model_dir: str | Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: {model_dir} is not a model trained by fsgen.demo")
     return json.loads(path.read_text())
-
-
-def _tmp_dir(out_dir: Path) -> Path:
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
 
 
 def _seed_everything(seed: int, threads: int | None) -> None:

@@ -1,0 +1,73 @@
+"""Rule scripts (scripts/*.py): their log file, and running one inside the Snakemake process.
+
+A `script:` job starts a new Python process that spends 4-6 s importing torch, transformers and
+lm-eval before 1-3 s of work. The demo has 40 score and 40 job_stats jobs, so those rules use
+`run:` with `run_script`, which executes the same script file in Snakemake's own process (imports
+paid once) with the same `snakemake` object a `script:` job gets. On a cluster a non-local rule's
+`run:` block executes in the job's own Snakemake process on the node, as before.
+
+Scripts log with `log_to(snakemake.log[0])` in both cases. In-process jobs run in Snakemake's job
+threads, so a job's file handler only takes records from that job's thread, and `run_script`
+removes it when the job ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import runpy
+import threading
+from pathlib import Path
+
+FORMAT = "%(asctime)s %(name)s %(message)s"
+
+# One in-process job at a time: lm-eval, `datasets` and the code-execution switch keep global state
+# (seeds, environment variables), and the GIL would serialise the jobs anyway.
+_IN_PROCESS = threading.Lock()
+_handlers = threading.local()
+
+
+def log_to(path, fmt: str = FORMAT, level: int = logging.INFO) -> logging.Handler:
+    """Send this thread's log records (`level` and up, any logger) to `path`, the rule's log file."""
+    thread = threading.get_ident()
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter(fmt))
+    handler.setLevel(level)
+    # Only this job's thread, and not Snakemake's own messages (it logs from job threads too).
+    handler.addFilter(lambda record: record.thread == thread and not record.name.startswith("snakemake"))
+    root = logging.getLogger()
+    if root.getEffectiveLevel() > level:
+        root.setLevel(level)
+    root.addHandler(handler)
+    if not hasattr(_handlers, "open"):
+        _handlers.open = []
+    _handlers.open.append(handler)
+    return handler
+
+
+def _close_handlers() -> None:
+    root = logging.getLogger()
+    for handler in getattr(_handlers, "open", []):
+        root.removeHandler(handler)
+        handler.close()
+    _handlers.open = []
+
+
+def run_script(path, snakemake) -> None:
+    """Execute the rule script `path` in this process with `snakemake` (a
+    snakemake.script.Snakemake, as `script:` injects) as its global.
+
+    A failure is logged to the job's log (when the script opened one) and re-raised, so Snakemake
+    fails the job and deletes its outputs; a script's `sys.exit(message)` becomes a RuntimeError.
+    """
+    with _IN_PROCESS:
+        try:
+            runpy.run_path(str(path), init_globals={"snakemake": snakemake}, run_name="__main__")
+        except SystemExit as stop:
+            if stop.code not in (None, 0):
+                logging.getLogger("fsgen.rulescript").error("%s exited: %s", Path(path).name, stop.code)
+                raise RuntimeError(f"{path} exited: {stop.code}") from None
+        except BaseException:
+            logging.getLogger("fsgen.rulescript").exception("%s failed", Path(path).name)
+            raise
+        finally:
+            _close_handlers()
