@@ -118,3 +118,24 @@ def test_task_index_finds_builtin_and_project_tasks():
     names = fw.known_task_names([REPO / "workflow" / "tasks"])
     assert {"gsm8k_cot", "mbpp", "mmlu_stem_cot", "mtbench_first_turn"} <= names
     assert "arithmetic_nonexistent" not in names
+
+
+# ---------------------------------------------------------------- the workflow profile
+UNIVERSAL_PROFILE_KEYS = {"force-use-threads", "rerun-incomplete", "show-failed-logs", "printshellcmds"}
+
+
+def test_workflow_profile_is_found_and_suits_every_run(monkeypatch):
+    """Snakemake applies profiles/default (the root link to workflow/profiles) to every run, over
+    any --profile: it must be found (else score/job_stats each start a new Snakemake process) and
+    must not override what the SLURM profile sets."""
+    from snakemake.cli import parse_args
+
+    profile = fw.load_yaml_unique(REPO / "profiles" / "default" / "config.yaml")
+    assert set(profile) <= UNIVERSAL_PROFILE_KEYS, set(profile) - UNIVERSAL_PROFILE_KEYS
+    monkeypatch.chdir(REPO)
+    _, local = parse_args(["--cores", "2"])
+    assert local.force_use_threads and local.rerun_incomplete
+    _, slurm = parse_args(["--profile", "workflow/profiles/slurm"])
+    slurm_profile = fw.load_yaml_unique(REPO / "workflow" / "profiles" / "slurm" / "config.yaml")
+    assert slurm.executor == "slurm" and slurm.force_use_threads
+    assert slurm.retries == slurm_profile["retries"] and slurm.latency_wait == slurm_profile["latency-wait"]
