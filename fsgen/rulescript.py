@@ -38,18 +38,24 @@ def log_to(path, fmt: str = FORMAT, level: int = logging.INFO) -> logging.Handle
     if root.getEffectiveLevel() > level:
         root.setLevel(level)
     root.addHandler(handler)
-    if not hasattr(_handlers, "open"):
-        _handlers.open = []
-    _handlers.open.append(handler)
+    _open_handlers().append(handler)
     return handler
 
 
-def _close_handlers() -> None:
+def _open_handlers() -> list[logging.Handler]:
+    if not hasattr(_handlers, "open"):
+        _handlers.open = []
+    return _handlers.open
+
+
+def _close_handlers(keep: int = 0) -> None:
+    """Detach and close this thread's handlers from `log_to`, all but the first `keep`."""
     root = logging.getLogger()
-    for handler in getattr(_handlers, "open", []):
+    handlers = _open_handlers()
+    for handler in handlers[keep:]:
         root.removeHandler(handler)
         handler.close()
-    _handlers.open = []
+    del handlers[keep:]
 
 
 def run_script(path, snakemake) -> None:
@@ -60,6 +66,7 @@ def run_script(path, snakemake) -> None:
     fails the job and deletes its outputs; a script's `sys.exit(message)` becomes a RuntimeError.
     """
     with _IN_PROCESS:
+        opened_before = len(_open_handlers())  # handlers of this thread from before the job stay
         try:
             runpy.run_path(str(path), init_globals={"snakemake": snakemake}, run_name="__main__")
         except SystemExit as stop:
@@ -70,4 +77,4 @@ def run_script(path, snakemake) -> None:
             logging.getLogger("fsgen.rulescript").exception("%s failed", Path(path).name)
             raise
         finally:
-            _close_handlers()
+            _close_handlers(keep=opened_before)

@@ -104,3 +104,20 @@ def test_log_to_takes_only_its_own_threads_records(tmp_path):
         t.join()
     assert "from x" in (tmp_path / "x.log").read_text() and "from y" not in (tmp_path / "x.log").read_text()
     assert "from y" in (tmp_path / "y.log").read_text() and "from x" not in (tmp_path / "y.log").read_text()
+
+
+def test_a_handler_opened_before_the_job_stays(tmp_path, script):
+    """A script run without run_script (a `script:` job, or a test calling runpy) keeps its log
+    handler; run_script closes only the handlers its own job opened."""
+    from fsgen.rulescript import _close_handlers, _open_handlers, log_to
+
+    keep = len(_open_handlers())
+    outside = log_to(tmp_path / "outside.log")
+    try:
+        run_script(script, job(tmp_path, "e"))
+        assert outside in logging.getLogger().handlers
+        logging.getLogger("later").info("still logged")
+        assert "still logged" in (tmp_path / "outside.log").read_text()
+    finally:
+        _close_handlers(keep=keep)
+    assert outside not in logging.getLogger().handlers
