@@ -7,11 +7,11 @@ On one locally built model pair (System 1 = the first layers of System 2, see be
 and one set of prompts it times, with warm-up and the median of --repeats interleaved runs:
 
   generate      the large model's plain batched greedy `generate` (batch 8)
-  oracle        fsgen.engine.decode, method oracle (fast path), batch 8
-  spec_b1/b8    fsgen.engine.decode, method speculative, greedy, K=5, batch 1 / batch 8
+  oracle        fsgen.decoding.engine.decode, method oracle (fast path), batch 8
+  spec_b1/b8    fsgen.decoding.engine.decode, method speculative, greedy, K=5, batch 1 / batch 8
   hf_assisted   HF `large.generate(assistant_model=small)`, one prompt at a time (it cannot batch),
                 with HF's default draft schedule and with a constant 5 drafts
-  contr_b1/b8   fsgen.engine.decode, method contrastive, batch 1 / batch 8
+  contr_b1/b8   fsgen.decoding.engine.decode, method contrastive, batch 1 / batch 8
 
 and checks the ratios the issue asks for. Every greedy method must produce the large model's
 greedy output; the script verifies that too (a fast wrong answer is not a result).
@@ -35,9 +35,9 @@ from transformers import GenerationConfig
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench.pairs` without installing
 
 from bench.pairs import build_related_pair  # noqa: E402
-from fsgen.config import DecodeConfig  # noqa: E402
-from fsgen.engine import decode, load_systems  # noqa: E402
-from fsgen.stopping import eos_token_ids  # noqa: E402
+from fsgen.decoding.config import DecodeConfig  # noqa: E402
+from fsgen.decoding.engine import decode, load_systems  # noqa: E402
+from fsgen.decoding.stopping import eos_token_ids  # noqa: E402
 from fsgen.testing import build_tokenizer  # noqa: E402
 
 PROMPTS = [
@@ -102,7 +102,7 @@ def main(argv=None) -> dict:
         tail_scale=args.tail_scale, num_heads=args.heads, init_std=args.init_std,
     )
     systems = load_systems(
-        small=str(paths["small"]), large=str(paths["large"]), method="contrastive", dtype=args.dtype, device=args.device
+        "contrastive", small=str(paths["small"]), large=str(paths["large"]), dtype=args.dtype, device=args.device
     )
     tok = systems.tokenizer
     prompt_ids = [tok(p).input_ids for p in PROMPTS]

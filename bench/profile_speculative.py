@@ -19,11 +19,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import fsgen.runner as runner  # noqa: E402
+import fsgen.decoding.kvcache as runner  # noqa: E402
 from bench.bench_engine import PROMPTS  # noqa: E402
 from bench.pairs import build_related_pair  # noqa: E402
-from fsgen.config import DecodeConfig  # noqa: E402
-from fsgen.engine import decode, load_systems  # noqa: E402
+from fsgen.decoding.config import DecodeConfig  # noqa: E402
+from fsgen.decoding.engine import decode, load_systems  # noqa: E402
 from fsgen.testing import build_tokenizer  # noqa: E402
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-from fsgen.atomic import atomic_path
-from fsgen.config import METHODS
+from fsgen.atomic import write_jsonl
+from fsgen.decoding.config import DEFAULTS
+from fsgen.decoding.methods import METHODS, get_method
 
 
 class CliError(Exception):
@@ -30,24 +30,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     d = sub.add_parser("decode", help="decode a prompts file with one method")
-    d.add_argument("--large", help="System 2 model (folder or hub id)")
-    d.add_argument("--small", help="System 1 model (folder or hub id)")
-    d.add_argument("--small-tuned", help="proxy: the tuned small model")
-    d.add_argument("--method", required=True, choices=METHODS)
-    d.add_argument("--router", default="always", help="always|never|threshold:T|margin:T|entropy:T|learned:PATH")
-    d.add_argument("--alpha", type=float, default=None)
-    d.add_argument("--beta", type=float, default=0.5)
-    d.add_argument("--formula", choices=("blend", "standard"), default="blend")
-    d.add_argument("--k", type=int, default=5)
-    d.add_argument("--temperature", type=float, default=0.0)
-    d.add_argument("--seed", type=int, default=0)
+    roles = sorted({role for m in METHODS.values() for role in m.roles})
+    for role in roles:  # every model role a registered method uses: --small, --large, --model, ...
+        d.add_argument(f"--{role.replace('_', '-')}", dest=role, help=f"the {role} model (folder or hub id)")
+    d.add_argument("--method", required=True, choices=list(METHODS))
+    # decode settings default to None: DecodeConfig (and the method's registry entry) fill them in
+    d.add_argument("--router", help=f"always|never|threshold:T|margin:T|entropy:T|learned:PATH (default {DEFAULTS.router})")
+    d.add_argument("--alpha", type=float, help="contrastive plausibility / proxy weight (default: the method's)")
+    d.add_argument("--beta", type=float, help=f"contrastive β (default {DEFAULTS.beta})")
+    d.add_argument("--formula", choices=("blend", "standard"), help=f"contrastive formula (default {DEFAULTS.formula})")
+    d.add_argument("--k", type=int, help=f"speculative draft length (default {DEFAULTS.k})")
+    d.add_argument("--temperature", type=float, help=f"speculative sampling temperature (default {DEFAULTS.temperature})")
+    d.add_argument("--seed", type=int, help=f"sampling seed (default {DEFAULTS.seed})")
     d.add_argument("--prompts", required=True, help="JSONL, one {\"prompt\": ...} per line")
     d.add_argument("--max-new-tokens", type=int, required=True)
     d.add_argument("--stop", nargs="*", default=[], help="stop strings")
-    d.add_argument("--batch-size", type=int, default=8)
+    d.add_argument("--batch-size", type=int, help=f"prompts decoded together (default {DEFAULTS.batch_size})")
     d.add_argument("--dtype", default="float32", choices=("auto", "float32", "float16", "bfloat16"))
     d.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (device_map='auto')")
-    d.add_argument("--top-k", type=int, default=0, help="record System 1's top-k in the trace")
+    d.add_argument("--top-k", type=int, help="record System 1's top-k in the trace (default: off)")
     d.add_argument("--trust-remote-code", action="store_true")
     d.add_argument("--no-progress", action="store_true")
     d.add_argument("--out-trace", required=True)
@@ -88,59 +89,47 @@ def read_prompts(path: str) -> list[str]:
     return prompts
 
 
-def looks_like_local_path(name: str) -> bool:
-    """A hub id is `name` or `org/name`; anything else that does not exist is a missing path."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
-
-
 def check_model_arg(role: str, name: str | None) -> None:
-    if name is not None and not Path(name).exists() and looks_like_local_path(name):
+    from fsgen.decoding.models import looks_local
+
+    if name is not None and not Path(name).exists() and looks_local(name):
         raise CliError(f"--{role} path not found: {name}")
 
 
-def write_jsonl_atomic(rows: list[dict], path: str) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
 def run_decode(args) -> None:
-    from fsgen.config import DecodeConfig
-    from fsgen.engine import NEEDED_ROLES, decode, load_systems
-    from fsgen.routers import parse_router
+    from fsgen.decoding import DecodeConfig, decode, load_systems
+    from fsgen.decoding.routers import parse_router_spec
     from fsgen.trace import write_trace
 
     if args.max_new_tokens < 1:
         raise CliError(f"--max-new-tokens must be ≥ 1, got {args.max_new_tokens}")
-    for role in ("large", "small", "small_tuned"):
+    method = get_method(args.method)
+    for role in method.roles:
         check_model_arg(role.replace("_", "-"), getattr(args, role))
-    for role in NEEDED_ROLES[args.method]:
         if getattr(args, role) is None:
             raise CliError(f"method {args.method} needs --{role.replace('_', '-')}")
+    settings = {name: getattr(args, name) for name in
+                ("method", "router", "alpha", "beta", "formula", "k", "temperature", "seed", "batch_size", "top_k")}
     try:
-        parse_router(args.router)
-        config = DecodeConfig(
-            method=args.method, router=args.router, alpha=args.alpha, beta=args.beta, formula=args.formula,
-            k=args.k, temperature=args.temperature, seed=args.seed, max_new_tokens=args.max_new_tokens,
-            stop=tuple(args.stop), batch_size=args.batch_size, top_k=args.top_k,
-            progress=False if args.no_progress else None,
-        )
-    except (ValueError, FileNotFoundError) as e:
+        config = DecodeConfig.from_settings(settings, max_new_tokens=args.max_new_tokens, stop=tuple(args.stop),
+                                            progress=False if args.no_progress else None)
+        router = parse_router_spec(config.router)
+    except ValueError as e:
         raise CliError(str(e)) from None
+    if router.kind == "learned" and not Path(router.path).is_file():
+        raise CliError(f"learned router file not found: {router.path}")
     prompts = read_prompts(args.prompts)
-    systems = load_systems(
-        small=args.small, large=args.large, small_tuned=args.small_tuned, method=args.method,
-        dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
-    )
+    systems = load_systems(args.method, dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
+                           **{role: getattr(args, role) for role in method.roles})
     result = decode(systems, prompts, config)
     write_trace(result.trace, args.out_trace, result.metadata)
-    write_jsonl_atomic(result.generations, args.out_generations)
+    write_jsonl(args.out_generations, result.generations)
 
 
 def run_train_router(args) -> None:
     import pandas as pd
 
-    from fsgen.routers import train_learned_router
+    from fsgen.decoding.routers import train_learned_router
     from fsgen.trace import read_trace
 
     for path in args.traces:

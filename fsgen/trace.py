@@ -83,3 +83,27 @@ def records_to_frame(request_id: int, records: list[dict], with_topk: bool = Fal
     columns["request_id"] = [request_id] * len(records)
     columns["drafted"] = [bool(v) for v in columns["drafted"]]
     return pa.Table.from_pydict({n: columns[n] for n in schema.names}, schema=schema).to_pandas()
+
+
+class TraceMismatch(ValueError):
+    """A trace disagrees with the generations it was written with."""
+
+
+def check_trace_matches(generations: list[dict], trace) -> None:
+    """Raise TraceMismatch unless the trace has exactly len(token_ids) rows per generation.
+
+    Call it in the job that writes both (before writing), so a bad output fails its own job.
+    """
+    expected = {int(g["request_id"]): len(g["token_ids"]) for g in generations}
+    if len(expected) != len(generations):
+        raise TraceMismatch(f"{len(generations) - len(expected)} duplicate request_ids among the generations")
+    counts = trace["request_id"].value_counts().to_dict() if len(trace) else {}
+    counts = {int(k): int(v) for k, v in counts.items()}
+    extra = sorted(set(counts) - set(expected))
+    if extra:
+        raise TraceMismatch(f"trace has rows for request_ids {extra[:10]} that have no generation")
+    wrong = [(rid, n, counts.get(rid, 0)) for rid, n in sorted(expected.items()) if counts.get(rid, 0) != n]
+    if wrong:
+        rid, n, got = wrong[0]
+        raise TraceMismatch(f"{len(wrong)} requests' trace rows disagree with their token_ids, e.g. "
+                            f"request_id {rid}: {got} trace rows for {n} generated tokens")

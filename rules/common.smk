@@ -1,6 +1,6 @@
 # Shared definitions: config checks, path patterns, wildcard constraints, and the named input,
 # params and resources functions the stage files use (they contain no lambdas). Functions only;
-# the config logic itself lives in fsgen/workflow.py (pure, unit-tested).
+# the config logic itself lives in the fsgen.pipeline package (pure, unit-tested).
 import json
 import os
 import re
@@ -8,27 +8,30 @@ from pathlib import Path
 
 from snakemake.script import Snakemake as ScriptJob
 
-from fsgen import workflow as fw
-from fsgen.rulescript import run_script
+from fsgen.fingerprint import DECODE_CODE as DECODE_MODULES, SCORE_CODE as SCORE_MODULES, code_files
+from fsgen.harness.tasks import TASKS_DIR
+from fsgen.pipeline import jobs as pj, resources as pr
+from fsgen.pipeline.checks import load_and_check
+from fsgen.pipeline.config import ConfigError
+from fsgen.pipeline.rulescript import run_script
 
 SCHEMA = Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
-TASKS_DIR = Path(workflow.basedir) / "workflow" / "tasks"
 # The config files in use: --configfile ones replace config/config.yaml (see Snakefile).
 CONFIG_FILES = [str(p) for p in (workflow.overwrite_configfiles or [DEFAULT_CONFIG])]
 
 try:
-    fw.load_and_check(config, SCHEMA, CONFIG_FILES, task_include_paths=[TASKS_DIR])
-except fw.ConfigError as err:
+    load_and_check(config, SCHEMA, CONFIG_FILES, task_include_paths=[TASKS_DIR])
+except ConfigError as err:
     raise WorkflowError(f"invalid config ({', '.join(CONFIG_FILES)}): {err}") from None
 
 # Offline by default: every job reads the cache `snakemake fetch` filled (scripts/fetch.py turns
 # this off for itself). Set here so local jobs and cluster jobs (which re-read this file) agree.
 os.environ.update(HF_HOME=os.path.abspath(config["cache_dir"]), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
 
-METHODS = fw.expand_methods(config)
-PAIR_JOBS = fw.decode_jobs(config)
-SINGLE_JOBS = fw.single_jobs(config)
-TRAINED = fw.trained_models(config)
+VARIANTS = pj.expand_variants(config)  # variant name -> decode settings
+PAIR_JOBS = pj.decode_jobs(config)
+SINGLE_JOBS = pj.single_jobs(config)
+TRAINED = pj.trained_models(config)
 
 
 def alternation(names):
@@ -38,7 +41,7 @@ def alternation(names):
 
 wildcard_constraints:
     benchmark=alternation(config["benchmarks"]),
-    method=alternation(METHODS),
+    variant=alternation(VARIANTS),
     large=alternation(config["models"]),
     small=alternation(config["models"]),
     model=alternation(config["models"]),
@@ -54,8 +57,8 @@ MODEL_SIDECAR = RESULTS / "models" / "{trained}" / "fsgen_model.json"
 TASK_OVERRIDES = RESULTS / "tasks" / "overrides.json"
 PREFLIGHT = RESULTS / "preflight" / "preflight.json"
 FETCH_MANIFEST = Path(config["cache_dir"]) / "fsgen_fetch.json"
-PAIR_DIR = RESULTS / "{benchmark}" / "{method}" / "{large}__{small}"
-SINGLE_DIR = RESULTS / "{benchmark}" / "single" / "{model}"
+PAIR_DIR = RESULTS / "{benchmark}" / "{variant}" / "{large}__{small}"
+SINGLE_DIR = RESULTS / "{benchmark}" / pj.SINGLE / "{model}"
 LOGS = RESULTS / "logs"
 BENCH = RESULTS / "benchmarks"
 # finished requests of decode jobs (fsgen.resume): outside every declared output, which Snakemake
@@ -65,17 +68,10 @@ TABLES = RESULTS / "tables"
 FIGURES = RESULTS / "figures"
 
 # Library modules each stage runs: Snakemake does not track imports, so they are inputs (an edit
-# reruns that stage and what follows, and nothing before it).
-FSGEN = Path(workflow.basedir) / "fsgen"
-NOT_DECODE = {"cli.py", "__main__.py", "workflow.py", "preflight.py", "sandbox.py", "testing.py", "replay.py", "code_eval.py",
-              "rulescript.py"}  # rulescript: logging and in-process running, not decoding
-DECODE_CODE = sorted(
-    str(p) for p in [*FSGEN.glob("*.py"), *(FSGEN / "harness").glob("*.py")] if p.name not in NOT_DECODE
-)
-SCORE_CODE = sorted(
-    str(FSGEN / p) for p in ("harness/replay.py", "harness/code_eval.py", "harness/tasks.py", "sandbox.py")
-    if (FSGEN / p).exists()
-)
+# reruns that stage and what follows, and nothing before it). The lists live in fsgen.fingerprint.
+FSGEN = Path(workflow.basedir) / "fsgen"  # this workflow's copy of the package (pip install -e .)
+DECODE_CODE = [str(p) for p in code_files(DECODE_MODULES, FSGEN)]
+SCORE_CODE = [str(p) for p in code_files(SCORE_MODULES, FSGEN)]
 ANALYSIS_CODE = sorted(str(p) for p in (FSGEN / "analysis").glob("*.py"))
 SCRIPTS = Path(workflow.basedir) / "scripts"
 
@@ -87,7 +83,7 @@ def script_file(name):
 
 def run_in_process(name, input, output, params, wildcards, threads, resources, log, rule):
     """Run scripts/<name>.py inside this Snakemake process with the `snakemake` object a `script:`
-    job gets (fsgen.rulescript): the light per-job rules skip 4-6 s of imports per job."""
+    job gets (fsgen.pipeline.rulescript): the light per-job rules skip 4-6 s of imports per job."""
     job = ScriptJob(input, output, params, wildcards, threads, resources, log, config, rule, None, str(SCRIPTS))
     run_script(script_file(name), job)
 
@@ -107,16 +103,17 @@ def model_inputs(names):
     return [str(MODEL_SIDECAR).format(trained=n) for n in names if n in TRAINED]
 
 
-def pair_models(wildcards):
-    """Models a pair job loads: large, small, and the small's tuned variant for proxy."""
-    names = {"large": wildcards.large, "small": wildcards.small}
-    if METHODS[wildcards.method]["method"] == "proxy":
-        names["small_tuned"] = config["models"][wildcards.small]["tuned"]
-    return names
+def pair_job(wildcards):
+    return {"benchmark": wildcards.benchmark, "variant": wildcards.variant, "large": wildcards.large,
+            "small": wildcards.small}
+
+
+def single_job(wildcards):
+    return {"benchmark": wildcards.benchmark, "model": wildcards.model}
 
 
 def pair_decode_inputs(wildcards):
-    return model_inputs(pair_models(wildcards).values())
+    return model_inputs(pj.job_models(config, pair_job(wildcards)).values())
 
 
 def single_decode_inputs(wildcards):
@@ -129,8 +126,7 @@ def task_override_inputs(wildcards):
 
 
 def all_model_inputs(wildcards):
-    names = {n for j in PAIR_JOBS for n in (j["large"], j["small"])}
-    names |= {config["models"][j["small"]]["tuned"] for j in PAIR_JOBS if METHODS[j["method"]]["method"] == "proxy"}
+    names = {n for j in PAIR_JOBS + SINGLE_JOBS for n in pj.job_models(config, j).values()}
     return model_inputs(sorted(names))
 
 
@@ -153,19 +149,19 @@ def model_entry(name):
 
 
 def pair_params_models(wildcards):
-    return {role: model_entry(n) for role, n in pair_models(wildcards).items()}
+    return {role: model_entry(n) for role, n in pj.job_models(config, pair_job(wildcards)).items()}
 
 
 def single_params_models(wildcards):
-    return {"large": model_entry(wildcards.model)}
+    return {role: model_entry(n) for role, n in pj.job_models(config, single_job(wildcards)).items()}
 
 
 def pair_params_decode(wildcards):
-    return METHODS[wildcards.method]
+    return pj.decode_settings(config, wildcards.variant)
 
 
 def single_params_decode(wildcards):
-    return {"method": "large", "router": "always"}
+    return pj.decode_settings(config, pj.SINGLE)
 
 
 def params_benchmark(wildcards):
@@ -190,32 +186,32 @@ RES = config["resources"]
 
 
 def pair_gpu(wildcards):
-    return fw.pair_gpus(config, wildcards.large, wildcards.small, wildcards.method)
+    return pr.job_gpus(config, pair_job(wildcards))
 
 
 def single_gpu(wildcards):
-    return fw.model_gpus(config, wildcards.model)
+    return pr.job_gpus(config, single_job(wildcards))
 
 
 def decode_mem_mb(wildcards, attempt):
-    return fw.grown(RES["decode_mem_mb"], attempt, RES["growth"])
+    return pr.grown(RES["decode_mem_mb"], attempt, RES["growth"])
 
 
 def decode_runtime(wildcards, attempt):
-    return fw.grown(RES["decode_runtime"], attempt, RES["growth"])
+    return pr.grown(RES["decode_runtime"], attempt, RES["growth"])
 
 
 def decode_batch_size(wildcards, attempt):
     """Halved on each retry (OOM): read by scripts/decode.py as snakemake.resources.batch_size."""
-    return fw.attempt_batch_size(config["benchmarks"][wildcards.benchmark]["batch_size"], attempt)
+    return pr.attempt_batch_size(config["benchmarks"][wildcards.benchmark]["batch_size"], attempt)
 
 
 def score_mem_mb(wildcards, attempt):
-    return fw.grown(RES["score_mem_mb"], attempt, RES["growth"])
+    return pr.grown(RES["score_mem_mb"], attempt, RES["growth"])
 
 
 def score_runtime(wildcards, attempt):
-    return fw.grown(RES["score_runtime"], attempt, RES["growth"])
+    return pr.grown(RES["score_runtime"], attempt, RES["growth"])
 
 
 # A job folder below results/<benchmark>/: "<method>/<large>__<small>" or "single/<model>".
@@ -224,16 +220,16 @@ JOB_DIR = RESULTS / "{benchmark}" / "{job}"
 
 def job_constraint():
     models = alternation(config["models"])
-    return f"(?:(?:{alternation(METHODS)})/(?:{models})__(?:{models})|single/(?:{models}))"
+    return f"(?:(?:{alternation(VARIANTS)})/(?:{models})__(?:{models})|{pj.SINGLE}/(?:{models}))"
 
 
 def parse_job(wildcards):
-    """{benchmark, method, large, small} of a pair job or {benchmark, model} of a single."""
+    """{benchmark, variant, large, small} of a pair job or {benchmark, model} of a single."""
     head, _, rest = wildcards.job.partition("/")
-    if head == "single":
+    if head == pj.SINGLE:
         return {"benchmark": wildcards.benchmark, "model": rest}
     large, _, small = rest.partition("__")
-    return {"benchmark": wildcards.benchmark, "method": head, "large": large, "small": small}
+    return {"benchmark": wildcards.benchmark, "variant": head, "large": large, "small": small}
 
 
 def stats_inputs(wildcards):
@@ -241,7 +237,7 @@ def stats_inputs(wildcards):
     job_dir = JOB_DIR.as_posix().format(benchmark=wildcards.benchmark, job=wildcards.job)
     inputs = {"trace": Path(job_dir) / "trace.parquet", "metrics": Path(job_dir) / "metrics.json"}
     job = parse_job(wildcards)
-    if "method" in job:
+    if "variant" in job:
         for role in ("small", "large"):
             single = str(SINGLE_DIR).format(benchmark=job["benchmark"], model=job[role])
             inputs[f"{role}_metrics"] = Path(single) / "metrics.json"
@@ -250,16 +246,7 @@ def stats_inputs(wildcards):
 
 def job_identity(wildcards):
     """The job as fsgen.analysis.analyze_job expects it (JOB_KEYS)."""
-    job = parse_job(wildcards)
-    if "model" in job:
-        m = job["model"]
-        return {"benchmark": job["benchmark"], "method": "single", "kind": "single", "router": "never",
-                "large": m, "small": m, "large_params": config["models"][m]["params"],
-                "small_params": config["models"][m]["params"], "k": None}
-    spec = METHODS[job["method"]]
-    return {**job, "kind": spec["method"], "router": spec.get("router", "always"),
-            "large_params": config["models"][job["large"]]["params"],
-            "small_params": config["models"][job["small"]]["params"], "k": spec.get("k")}
+    return pj.job_identity(config, parse_job(wildcards))
 
 
 REPORT_HTML = RESULTS / "report.html"

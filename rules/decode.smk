@@ -1,4 +1,4 @@
-# Decoding (GPU jobs on a cluster): one job per pair x method x benchmark, and one per single
+# Decoding (GPU jobs on a cluster): one job per pair x method variant x benchmark, and one per single
 # model x benchmark for the small-alone / large-alone baselines, shared by every pair.
 # The batch size is a resource, not a param: it halves on each retry (OOM) without counting as a
 # params change, and a row's result does not depend on it.
@@ -27,9 +27,9 @@ rule decode_pair:
         runtime=decode_runtime,
         batch_size=decode_batch_size,
     log:
-        LOGS / "decode" / "{benchmark}" / "{method}" / "{large}__{small}.log",
+        LOGS / "decode" / "{benchmark}" / "{variant}" / "{large}__{small}.log",
     benchmark:
-        BENCH / "decode" / "{benchmark}" / "{method}" / "{large}__{small}.tsv"
+        BENCH / "decode" / "{benchmark}" / "{variant}" / "{large}__{small}.tsv"
     conda:
         CONDA_ENV
     script:

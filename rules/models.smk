@@ -73,7 +73,7 @@ rule fetch:
     output:
         FETCH_MANIFEST,
     params:
-        models={n: config["models"][n]["path"] for n in fw.hub_models(config)},
+        models={n: config["models"][n]["path"] for n in pj.hub_models(config)},
         benchmarks={b: harness_benchmark(b) for b in config["benchmarks"]},
         tasks_dir=str(TASKS_DIR),
         cache_dir=output_folder,
@@ -109,11 +109,7 @@ rule preflight:
     output:
         PREFLIGHT,
     params:
-        models={n: model_entry(n) for n in config["models"]},
-        pairs=sorted({(j["large"], j["small"]) for j in PAIR_JOBS}),
-        methods={name: {"method": m["method"]} for name, m in METHODS.items()},
-        tuned={n: m["tuned"] for n, m in config["models"].items()},
-        benchmarks={b: harness_benchmark(b) for b in config["benchmarks"]},
+        config=effective_config(),  # the whole checked config: preflight sees every model, router, task
         include_path=overrides_folder,
     log:
         LOGS / "preflight.log",

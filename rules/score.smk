@@ -1,5 +1,5 @@
 # Scoring (CPU): lm-eval replays the recorded generations (the fsgen-replay model) and computes
-# the task's metrics. `run:` executes scripts/score.py in Snakemake's process (fsgen.rulescript):
+# the task's metrics. `run:` executes scripts/score.py in Snakemake's process (fsgen.pipeline.rulescript):
 # a score is 1-3 s of work after 5 s of imports. No `conda:` (Snakemake's own environment has fsgen).
 
 

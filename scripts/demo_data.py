@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from fsgen.demo.arith import write_splits
-from fsgen.rulescript import log_to
+from fsgen.pipeline.rulescript import log_to
 
 log_to(snakemake.log[0])  # noqa: F821
 outputs = [Path(p) for p in snakemake.output]  # noqa: F821

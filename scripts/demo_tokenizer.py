@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fsgen.demo.arith import read_jsonl
 from fsgen.demo.tokenizer import train_tokenizer
-from fsgen.rulescript import log_to
+from fsgen.pipeline.rulescript import log_to
 
 log_to(snakemake.log[0])  # noqa: F821
 out_dir = Path(snakemake.output[0]).parent  # noqa: F821

@@ -14,8 +14,8 @@ import json
 import logging
 from pathlib import Path
 
-from fsgen.demo.__main__ import train_one
-from fsgen.rulescript import log_to
+from fsgen.demo.family import train_member
+from fsgen.pipeline.rulescript import log_to
 
 log_to(snakemake.log[0])  # noqa: F821
 spec = dict(snakemake.params.spec)  # noqa: F821
@@ -24,7 +24,7 @@ base_inputs = list(snakemake.input.base) if "base" in snakemake.input.keys() els
 if spec.get("base") and not base_inputs:
     raise ValueError(f"{spec['name']} is a tuned variant of {spec['base']} but input.base is empty")
 base_dir = Path(base_inputs[0]).parent if base_inputs else None
-sidecar = train_one(
+sidecar = train_member(
     spec["name"],
     snakemake.input.train,  # noqa: F821
     snakemake.input.tuned_train,  # noqa: F821

@@ -12,7 +12,7 @@ import logging
 import os
 
 from fsgen import atomic
-from fsgen.rulescript import log_to
+from fsgen.pipeline.rulescript import log_to
 
 snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
 

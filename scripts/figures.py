@@ -17,7 +17,7 @@ import pandas as pd
 
 from fsgen.analysis.figures import FIGURES, render
 from fsgen.analysis.tables import read_tables
-from fsgen.rulescript import log_to
+from fsgen.pipeline.rulescript import log_to
 
 snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
 log_to(snakemake.log[0])

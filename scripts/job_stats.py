@@ -17,7 +17,7 @@ import os
 from fsgen.analysis import analyze_job, write_json
 from fsgen.analysis.stats import read_metrics
 from fsgen.trace import read_trace
-from fsgen.rulescript import log_to
+from fsgen.pipeline.rulescript import log_to
 
 snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
 log_to(snakemake.log[0])

@@ -14,7 +14,7 @@ import pandas as pd
 
 from fsgen.analysis import write_csv
 from fsgen.analysis.scaling import scaling_tables
-from fsgen.rulescript import log_to
+from fsgen.pipeline.rulescript import log_to
 
 snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
 log_to(snakemake.log[0])

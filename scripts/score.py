@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from fsgen.harness.run import run_score
-from fsgen.rulescript import log_to
+from fsgen.pipeline.rulescript import log_to
 
 snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
 log_to(snakemake.log[0])

@@ -2,7 +2,7 @@
 
 input: the local data files (any); output[0]: results/tasks/overrides.json (manifest; the YAMLs
 are written next to it, so its folder is the include_path of decode/score jobs);
-params: benchmarks (name -> harness entry), tasks_dir (workflow/tasks); log[0].
+params: benchmarks (name -> harness entry), tasks_dir (fsgen/harness/lm_eval_tasks); log[0].
 """
 
 import json
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fsgen import atomic
 from fsgen.harness.tasks import task_name, write_task_overrides
-from fsgen.rulescript import log_to
+from fsgen.pipeline.rulescript import log_to
 
 snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
 log_to(snakemake.log[0])

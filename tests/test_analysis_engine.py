@@ -22,8 +22,8 @@ def family(tmp_path_factory):
 @pytest.mark.parametrize("small_role,large_role", [("small", "large"), ("small", "small")])
 @pytest.mark.parametrize("k", [1, 3])
 def test_measured_equals_predicted_on_engine_traces(family, small_role, large_role, k):
-    from fsgen.config import DecodeConfig
-    from fsgen.engine import decode, load_systems
+    from fsgen.decoding.config import DecodeConfig
+    from fsgen.decoding.engine import decode, load_systems
 
     small, large = str(family[small_role]), str(family[large_role])
     job = {"benchmark": "b", "large": large_role, "small": small_role, "large_params": 2.0, "small_params": 1.0}

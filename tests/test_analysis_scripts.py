@@ -1,5 +1,5 @@
 """The thin rule scripts, run as Snakemake would (a `snakemake` object with named input/output/params,
-in this process with fsgen.rulescript.run_script, as the `run:` rules do)."""
+in this process with fsgen.pipeline.rulescript.run_script, as the `run:` rules do)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from snakemake.iocontainers import Namedlist
 
-from fsgen.rulescript import run_script as run_in_process
+from fsgen.pipeline.rulescript import run_script as run_in_process
 
 from test_analysis_synthetic import METRIC, analyze_study, make_study, synthetic_reference  # noqa: F401
 

@@ -93,7 +93,7 @@ def test_bad_inputs(family, prompts_file, tmp_path, capsys):
     assert "prompts file not found" in one_line_error(capsys, with_arg("--prompts", str(tmp_path / "none.jsonl")))
     assert "invalid choice" in one_line_error(capsys, with_arg("--method", "beam"))
     assert "unknown router" in one_line_error(capsys, base + ["--router", "sometimes"])
-    assert "malformed router" in one_line_error(capsys, base + ["--router", "threshold:x"])
+    assert "malformed threshold" in one_line_error(capsys, base + ["--router", "threshold:x"])
     assert "learned router file not found" in one_line_error(capsys, base + ["--router", f"learned:{tmp_path}/r.joblib"])
     assert "max-new-tokens" in one_line_error(capsys, with_arg("--max-new-tokens", "0"))
     assert "--small-tuned" in one_line_error(capsys, base[:base.index("--method") + 1] + ["proxy"] +

@@ -19,10 +19,10 @@ from fsgen.demo.train import (
     ModelSpec, TunedSpec, batch_backward, encode_examples, finetune_tuned, format_prompt, format_target, make_batch,
     read_sidecar, train_model, train_tokenizer,
 )
-from fsgen.models import load_tokenizer
+from fsgen.decoding.models import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
-TASK_YAML = REPO / "workflow" / "tasks" / "arith" / "arith.yaml"
+TASK_YAML = REPO / "fsgen" / "harness" / "lm_eval_tasks" / "arith" / "arith.yaml"
 
 
 # ---- generator ---------------------------------------------------------------------------------
@@ -272,7 +272,7 @@ class _Namedlist(list):
 def _run_script(name, **fields):
     from types import SimpleNamespace
 
-    from fsgen.rulescript import run_script
+    from fsgen.pipeline.rulescript import run_script
     run_script(REPO / "scripts" / name, SimpleNamespace(threads=1, **fields))
 
 

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
-from fsgen import engine
-from fsgen.config import DecodeConfig
-from fsgen.rulescript import run_script as run_in_process
+from fsgen.decoding import engine
+from fsgen.decoding.config import DecodeConfig
+from fsgen.pipeline.rulescript import run_script as run_in_process
 from fsgen.testing import write_generation_task
 from fsgen.trace import read_trace, to_table, write_trace
 
@@ -25,8 +25,7 @@ PROMPTS = ["Tom has 3 apples.", "", "def add(a, b):", "Question: What is 9 times
            "Ann had 12 pens and gave away 5.", "The quick brown fox", "A box holds 6 eggs. 4 boxes hold",
            "Small models write most tokens;", "x" * 40]
 CONFIGS = {
-    "small": dict(method="small"),
-    "large": dict(method="large"),
+    "single": dict(method="single"),
     "oracle": dict(method="oracle"),
     "oracle-entropy": dict(method="oracle", router="entropy:0.5"),
     "contrastive": dict(method="contrastive", top_k=3),
@@ -45,8 +44,9 @@ def family(tmp_path_factory):
 
 
 def fresh_systems(family, method):
-    return engine.load_systems(small=family["small"], large=family["large"], small_tuned=family["small_tuned"],
-                               method=method)
+    if method == "single":
+        return engine.load_systems("single", model=family["large"])
+    return engine.load_systems(method, small=family["small"], large=family["large"], small_tuned=family["small_tuned"])
 
 
 def assert_same_result(a, b):

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-import fsgen.engine as engine
-from fsgen.config import DecodeConfig
-from fsgen.engine import decode, load_systems, prepare_prompt
-from fsgen.models import TokenizerMismatch
+import fsgen.decoding.engine as engine
+from fsgen.decoding.config import DecodeConfig
+from fsgen.decoding.engine import decode, load_systems, prepare_prompt
+from fsgen.decoding.models import TokenizerMismatch
 from fsgen.testing import build_model, build_tiny_family, build_tokenizer
 
 torch.set_num_threads(1)
@@ -36,7 +36,7 @@ def family(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def systems(family):
-    return load_systems(str(family["small"]), str(family["large"]), str(family["small_tuned"]), method="proxy")
+    return load_systems("proxy", small=str(family["small"]), large=str(family["large"]), small_tuned=str(family["small_tuned"]))
 
 
 def assert_frames_close(a: pd.DataFrame, b: pd.DataFrame, atol=1e-5):
@@ -55,10 +55,13 @@ def assert_frames_close(a: pd.DataFrame, b: pd.DataFrame, atol=1e-5):
 
 @pytest.mark.parametrize(
     "method,router",
-    [("small", "always"), ("large", "always"), ("oracle", "always"), ("oracle", "threshold:0.08"),
+    [("single:small", "always"), ("single:large", "always"), ("oracle", "always"), ("oracle", "threshold:0.08"),
      ("contrastive", "margin:0.03"), ("proxy", "entropy:3.3")],
 )
 def test_batch_of_8_equals_one_by_one(systems, method, router):
+    method, _, alone_role = method.partition(":")  # single:<role>: that model alone
+    if alone_role:
+        systems = systems.alone(alone_role)
     config = dict(method=method, router=router, max_new_tokens=12, top_k=3, stop=("apples",), progress=False)
     batched = decode(systems, MIXED, DecodeConfig(batch_size=8, **config))
     alone = decode(systems, MIXED, DecodeConfig(batch_size=1, **config))
@@ -72,7 +75,7 @@ def test_batch_of_8_equals_one_by_one(systems, method, router):
 def test_generations_in_input_order_and_request_ids(systems):
     ids = [10 + i for i in range(len(MIXED))]
     seen = []
-    result = decode(systems, MIXED, DecodeConfig(method="small", max_new_tokens=4, batch_size=3, progress=False),
+    result = decode(systems.alone("small"), MIXED, DecodeConfig(method="single", max_new_tokens=4, batch_size=3, progress=False),
                     request_ids=ids, on_result=lambda g, rows: seen.append((g["request_id"], len(rows))))
     assert [g["request_id"] for g in result.generations] == ids
     assert [g["prompt"] for g in result.generations] == MIXED
@@ -89,12 +92,13 @@ def test_padded_vocabulary(systems):
 
 def test_padded_rows_never_chosen_even_when_they_dominate(family):
     """Rows past the tokenizer get huge logits; every method must still ignore them."""
-    systems = load_systems(str(family["small"]), str(family["large"]), method="oracle")
+    systems = load_systems("oracle", small=str(family["small"]), large=str(family["large"]))
     head = systems.large.get_output_embeddings().weight
     with torch.no_grad():
         head[systems.vocab_size:] = head[: systems.vocab_size].sum(0) * 0 + 50.0
-    for method, router in [("oracle", "always"), ("oracle", "threshold:1.01"), ("large", "always"), ("contrastive", "always")]:
-        result = decode(systems, MIXED[:3], DecodeConfig(method=method, router=router, max_new_tokens=5, progress=False))
+    for method, router in [("oracle", "always"), ("oracle", "threshold:1.01"), ("single", "always"), ("contrastive", "always")]:
+        alone = systems.alone("large") if method == "single" else systems
+        result = decode(alone, MIXED[:3], DecodeConfig(method=method, router=router, max_new_tokens=5, progress=False))
         assert all(t < systems.vocab_size for g in result.generations for t in g["token_ids"]), method
 
 
@@ -103,22 +107,22 @@ def test_different_tokenizers_refused_before_weights(family, tmp_path, monkeypat
     other = build_model(tmp_path / "other", other_tok)
     monkeypatch.setattr(engine, "load_model", lambda *a, **k: pytest.fail("weights loaded before the check"))
     with pytest.raises(TokenizerMismatch) as err:
-        load_systems(small=str(other), large=str(family["large"]), method="oracle")
+        load_systems("oracle", small=str(other), large=str(family["large"]))
     assert str(other) in str(err.value) and str(family["large"]) in str(err.value)
 
 
 def test_missing_role_refused(family):
     with pytest.raises(ValueError, match="small_tuned"):
-        load_systems(str(family["small"]), str(family["large"]), method="proxy")
-    systems = load_systems(str(family["small"]), str(family["large"]), method="oracle")
+        load_systems("proxy", small=str(family["small"]), large=str(family["large"]))
+    systems = load_systems("oracle", small=str(family["small"]), large=str(family["large"]))
     with pytest.raises(ValueError, match="small_tuned"):
         decode(systems, ["x"], DecodeConfig(method="proxy", max_new_tokens=2, progress=False))
 
 
 def test_eos_stops_and_no_eos_runs_to_max(family):
-    systems = load_systems(str(family["small"]), str(family["large"]), method="oracle")
-    config = DecodeConfig(method="small", max_new_tokens=6, progress=False)
-    free = decode(systems, MIXED, config)
+    systems = load_systems("oracle", small=str(family["small"]), large=str(family["large"]))
+    config = DecodeConfig(method="single", max_new_tokens=6, progress=False)
+    free = decode(systems.alone("small"), MIXED, config)
     eos = systems.tokenizer.eos_token_id
     for g in free.generations:  # a model that never emits EOS runs to max_new_tokens
         assert len(g["token_ids"]) == 6 or g["token_ids"][-1] == eos
@@ -126,7 +130,7 @@ def test_eos_stops_and_no_eos_runs_to_max(family):
     first = free.generations[0]["token_ids"][0]
     systems.small.generation_config.eos_token_id = first
     try:
-        stopped = decode(systems, MIXED[:1], config)
+        stopped = decode(systems.alone("small"), MIXED[:1], config)
     finally:
         systems.small.generation_config.eos_token_id = eos
     assert stopped.generations[0]["token_ids"] == [first]
@@ -134,11 +138,11 @@ def test_eos_stops_and_no_eos_runs_to_max(family):
 
 
 def test_stop_strings_cut_text(systems):
-    free = decode(systems, MIXED[:4], DecodeConfig(method="large", max_new_tokens=10, progress=False))
+    free = decode(systems.alone("large"), MIXED[:4], DecodeConfig(method="single", max_new_tokens=10, progress=False))
     text = systems.tokenizer.decode(free.generations[0]["token_ids"], skip_special_tokens=True)
     stop_string = text[3:5]
     assert stop_string
-    cut = decode(systems, MIXED[:4], DecodeConfig(method="large", max_new_tokens=10, stop=(stop_string,), progress=False))
+    cut = decode(systems.alone("large"), MIXED[:4], DecodeConfig(method="single", max_new_tokens=10, stop=(stop_string,), progress=False))
     g = cut.generations[0]
     assert stop_string not in g["text"] and text.startswith(g["text"])
     full_text = systems.tokenizer.decode(g["token_ids"], skip_special_tokens=True)
@@ -149,8 +153,8 @@ def test_stop_strings_cut_text(systems):
 def test_empty_prompt_starts_from_bos(systems):
     bos = systems.tokenizer.bos_token_id
     assert prepare_prompt(systems.tokenizer, "", 3, 5, 512) == [bos]
-    empty = decode(systems, [""], DecodeConfig(method="small", max_new_tokens=4, progress=False))
-    bos_text = decode(systems, [systems.tokenizer.bos_token], DecodeConfig(method="small", max_new_tokens=4, progress=False))
+    empty = decode(systems.alone("small"), [""], DecodeConfig(method="single", max_new_tokens=4, progress=False))
+    bos_text = decode(systems.alone("small"), [systems.tokenizer.bos_token], DecodeConfig(method="single", max_new_tokens=4, progress=False))
     assert empty.generations[0]["token_ids"] == bos_text.generations[0]["token_ids"]
 
 
@@ -159,7 +163,7 @@ def test_empty_prompt_without_bos_raises(systems):
     no_bos.tokenizer = copy.deepcopy(systems.tokenizer)
     no_bos.tokenizer.bos_token = None
     with pytest.raises(ValueError, match="request 7"):
-        decode(no_bos, ["hi", ""], DecodeConfig(method="small", max_new_tokens=2, progress=False), request_ids=[6, 7])
+        decode(no_bos.alone("small"), ["hi", ""], DecodeConfig(method="single", max_new_tokens=2, progress=False), request_ids=[6, 7])
 
 
 def test_long_prompt_left_truncated(systems, caplog):
@@ -167,7 +171,7 @@ def test_long_prompt_left_truncated(systems, caplog):
     long_prompt = "The quick brown fox jumps over the lazy dog. " * 80
     ids = tok(long_prompt).input_ids
     assert len(ids) > 512 - 8
-    with caplog.at_level(logging.WARNING, logger="fsgen.engine"):
+    with caplog.at_level(logging.WARNING, logger="fsgen.decoding.engine"):
         kept = prepare_prompt(tok, long_prompt, 4, 8, 512)
     assert kept == ids[-(512 - 8):]
     assert "request 4" in caplog.text
@@ -178,7 +182,7 @@ def test_long_prompt_left_truncated(systems, caplog):
 
 
 def test_progress_bar_off_when_asked(systems, capsys):
-    decode(systems, MIXED[:2], DecodeConfig(method="small", max_new_tokens=2, progress=False))
+    decode(systems.alone("small"), MIXED[:2], DecodeConfig(method="single", max_new_tokens=2, progress=False))
     assert "batch" not in capsys.readouterr().err
-    decode(systems, MIXED[:2], DecodeConfig(method="small", max_new_tokens=2, progress=True))
+    decode(systems.alone("small"), MIXED[:2], DecodeConfig(method="single", max_new_tokens=2, progress=True))
     assert "batch" in capsys.readouterr().err

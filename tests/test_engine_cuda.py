@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fsgen.config import DecodeConfig
-from fsgen.engine import decode, load_systems, method_logprobs
+from fsgen.decoding.config import DecodeConfig
+from fsgen.decoding.engine import decode, load_systems, method_logprobs
 from fsgen.testing import build_tiny_family
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 PROMPTS = ["Tom has 3 apples. He buys 4 more.", "Q", "def add(a, b):\n    return", "",
            "The quick brown fox jumps over the lazy dog. " * 4, "12 - 5 =", "Small models write", "A box"]
-RUNS = [("small", "always"), ("large", "always"), ("oracle", "always"), ("oracle", "threshold:0.08"),
+RUNS = [("single:small", "always"), ("single:large", "always"), ("oracle", "always"), ("oracle", "threshold:0.08"),
         ("contrastive", "margin:0.03"), ("proxy", "entropy:3.3"), ("speculative", "always")]
 
 
@@ -23,7 +23,7 @@ def family(tmp_path_factory):
 
 
 def load(family, **kw):
-    return load_systems(str(family["small"]), str(family["large"]), str(family["small_tuned"]), method="proxy", **kw)
+    return load_systems("proxy", small=str(family["small"]), large=str(family["large"]), small_tuned=str(family["small_tuned"]), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +35,16 @@ def cuda32(family):
 
 @pytest.mark.parametrize("method,router", RUNS)
 def test_cuda_batch_equals_one_by_one_and_cpu(family, cuda32, method, router):
+    method, _, role = method.partition(":")  # single:<role>: that model alone
+    gpu, cpu_systems = cuda32, load(family)
+    if role:
+        gpu, cpu_systems = gpu.alone(role), cpu_systems.alone(role)
     config = dict(method=method, router=router, max_new_tokens=10, top_k=3, progress=False)
-    batched = decode(cuda32, PROMPTS, DecodeConfig(batch_size=8, **config))
-    alone = decode(cuda32, PROMPTS, DecodeConfig(batch_size=1, **config))
+    batched = decode(gpu, PROMPTS, DecodeConfig(batch_size=8, **config))
+    alone = decode(gpu, PROMPTS, DecodeConfig(batch_size=1, **config))
     assert batched.generations == alone.generations
     assert (batched.trace["s1_top1_prob"] - alone.trace["s1_top1_prob"]).abs().max() < 1e-4
-    cpu = decode(load(family), PROMPTS, DecodeConfig(batch_size=8, **config))
+    cpu = decode(cpu_systems, PROMPTS, DecodeConfig(batch_size=8, **config))
     assert [g["token_ids"] for g in cpu.generations] == [g["token_ids"] for g in batched.generations]
 
 

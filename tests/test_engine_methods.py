@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from fsgen.config import DecodeConfig
-from fsgen.engine import decode, load_systems, method_logprobs
+from fsgen.decoding.config import DecodeConfig
+from fsgen.decoding.engine import decode, load_systems, method_logprobs
 from fsgen.testing import build_tiny_family
 
 torch.set_num_threads(1)
@@ -23,7 +23,7 @@ MAX_NEW = 10
 @pytest.fixture(scope="module")
 def systems(tmp_path_factory):
     family = build_tiny_family(tmp_path_factory.mktemp("family"))
-    return load_systems(str(family["small"]), str(family["large"]), str(family["small_tuned"]), method="proxy")
+    return load_systems("proxy", small=str(family["small"]), large=str(family["large"]), small_tuned=str(family["small_tuned"]))
 
 
 # ---- slow references: full forward over everything so far, one prompt, no cache ----------------
@@ -47,7 +47,7 @@ def reference_decode(systems, prompt: str, method: str, alpha=None, beta=0.5, fo
         seq = ids + out
         s1_model = systems.small_tuned if method == "proxy" else systems.small
         s = full_last_logprobs(s1_model, seq, V)
-        if method == "small" or not consult(s):
+        if method == "single:small" or not consult(s):
             token = int(s.argmax())
         else:
             l = full_last_logprobs(systems.large, seq, V)
@@ -69,10 +69,17 @@ def reference_decode(systems, prompt: str, method: str, alpha=None, beta=0.5, fo
     return out
 
 
-def run(systems, **kw):
+def alone(systems, method: str):
+    """(systems, method) to decode with: "single:<role>" is that model alone (method single)."""
+    method, _, role = method.partition(":")
+    return (systems.alone(role), method) if role else (systems, method)
+
+
+def run(systems, method, **kw):
     kw.setdefault("max_new_tokens", MAX_NEW)
     kw.setdefault("progress", False)
-    return decode(systems, PROMPTS, DecodeConfig(**kw))
+    systems, method = alone(systems, method)
+    return decode(systems, PROMPTS, DecodeConfig(method=method, **kw))
 
 
 def token_lists(result):
@@ -84,7 +91,7 @@ def token_lists(result):
 
 @pytest.mark.parametrize(
     "method,params",
-    [("small", {}), ("contrastive", {"formula": "blend"}), ("contrastive", {"formula": "standard", "beta": 1.0}),
+    [("single:small", {}), ("contrastive", {"formula": "blend"}), ("contrastive", {"formula": "standard", "beta": 1.0}),
      ("contrastive", {"alpha": 0.5}), ("proxy", {}), ("proxy", {"alpha": 0.5}), ("oracle", {})],
 )
 def test_methods_equal_slow_reference(systems, method, params):
@@ -145,7 +152,7 @@ def test_oracle_fast_path_equals_step_loop(systems):
 
 
 def test_router_never_equals_small(systems):
-    small = run(systems, method="small")
+    small = run(systems, method="single:small")
     for method in ("oracle", "contrastive"):
         never = run(systems, method=method, router="never")
         assert token_lists(never) == token_lists(small)
@@ -184,9 +191,10 @@ def test_trace_fields(systems):
     assert set(result.metadata["models"]) == {"small", "large", "small_tuned"}
 
 
-@pytest.mark.parametrize("method", ["small", "large", "oracle", "contrastive", "proxy"])
+@pytest.mark.parametrize("method", ["single:small", "single:large", "oracle", "contrastive", "proxy"])
 def test_method_logprobs_match_decoding(systems, method):
     """Teacher-forced on the decoded output, the argmax at each generated position is the token."""
+    systems, method = alone(systems, method)
     config = DecodeConfig(method=method, max_new_tokens=MAX_NEW, progress=False)
     result = decode(systems, PROMPTS, config)
     tok = systems.tokenizer

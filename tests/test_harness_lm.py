@@ -12,9 +12,10 @@ import torch
 from lm_eval.api.instance import Instance
 
 import fsgen.harness  # noqa: F401
-from fsgen import engine
-from fsgen.config import METHODS, DecodeConfig
-from fsgen.harness.lm import FsgenLM, encode_pair, score_token_pairs
+from fsgen.decoding import engine
+from fsgen.decoding.config import DecodeConfig
+from fsgen.decoding.methods import METHODS
+from fsgen.harness.lm import FsgenLM, score_token_pairs
 from fsgen.harness.replay import read_samples
 from fsgen.harness.run import evaluate_benchmark, flat_metrics, run_decode, run_score
 from fsgen.testing import build_tiny_family
@@ -34,12 +35,28 @@ def family(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def systems(family):
-    return engine.load_systems(small=str(family["small"]), large=str(family["large"]),
-                               small_tuned=str(family["small_tuned"]), method="proxy")
+    return engine.load_systems("proxy", small=str(family["small"]), large=str(family["large"]),
+                               small_tuned=str(family["small_tuned"]))
 
 
-def make_lm(systems, method, **kwargs):
+def make_lm(systems, method, alone="large", **kwargs):
+    """The lm-eval model on the loaded family; method single runs the `alone` model by itself."""
+    if method == "single":
+        systems = systems.alone(alone)
     return FsgenLM(method=method, systems=systems, **kwargs)
+
+
+def encode_pair(tokenizer, context, continuation, prefix_id):
+    """lm-eval's context/continuation split, written out: trailing spaces of the context move to
+    the continuation, whose tokens are those of the whole string past the context's; an empty
+    context is the prefix token."""
+    if not context:
+        return [prefix_id], list(tokenizer(continuation, add_special_tokens=False).input_ids)
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+    context_ids = list(tokenizer(context).input_ids)
+    return context_ids, list(tokenizer(context + continuation).input_ids)[len(context_ids):]
 
 
 def ll_requests(pairs):
@@ -61,8 +78,8 @@ def test_loglikelihood_matches_unbatched_reference(systems, method):
     lm = make_lm(systems, method, batch_size=3)  # batches of mixed lengths (right padding)
     got = lm.loglikelihood(ll_requests(PAIRS))
     for (context, continuation), (logprob, greedy) in zip(PAIRS, got):
-        ctx, cont = encode_pair(systems.tokenizer, context, continuation, lm.prefix_id)
-        ref_lp, ref_greedy = reference_loglikelihood(systems, lm.config, ctx, cont)
+        ctx, cont = encode_pair(systems.tokenizer, context, continuation, lm.prefix_token_id)
+        ref_lp, ref_greedy = reference_loglikelihood(lm.systems, lm.config, ctx, cont)
         if ref_lp == float("-inf"):  # contrastive: an implausible continuation token
             assert logprob == float("-inf")
         else:
@@ -72,10 +89,10 @@ def test_loglikelihood_matches_unbatched_reference(systems, method):
 
 def test_large_loglikelihood_equals_plain_hf_forward(systems, family):
     """Independent of the engine: the large model's own forward, one sequence at a time."""
-    lm = make_lm(systems, "large", batch_size=4)
+    lm = make_lm(systems, "single", alone="large", batch_size=4)
     got = lm.loglikelihood(ll_requests(PAIRS))
     for (context, continuation), (logprob, _) in zip(PAIRS, got):
-        ctx, cont = encode_pair(systems.tokenizer, context, continuation, lm.prefix_id)
+        ctx, cont = encode_pair(systems.tokenizer, context, continuation, lm.prefix_token_id)
         ids = torch.tensor([ctx + cont])
         with torch.no_grad():
             logits = systems.large(input_ids=ids).logits[0, :-1, : systems.vocab_size].float()
@@ -84,12 +101,12 @@ def test_large_loglikelihood_equals_plain_hf_forward(systems, family):
 
 
 def test_greedy_flag_and_truncation(systems):
-    lm = make_lm(systems, "small")
+    lm = make_lm(systems, "single", alone="small")
     context = list(systems.tokenizer("Tom has 3 apples.").input_ids)
     greedy_cont = []
     for _ in range(4):  # the small model's own greedy continuation
         ids = torch.tensor([context + greedy_cont])
-        lp = engine.method_logprobs(systems, lm.config, ids, torch.ones_like(ids))
+        lp = engine.method_logprobs(lm.systems, lm.config, ids, torch.ones_like(ids))
         greedy_cont.append(int(lp[0, -1].argmax()))
     other = greedy_cont[:-1] + [(greedy_cont[-1] + 1) % systems.vocab_size]
     (lp_g, g), (lp_o, o) = score_token_pairs(lm._logprobs, [(context, greedy_cont), (context, other)], 2, 512, "cpu")
@@ -212,8 +229,8 @@ def test_multiple_choice_with_every_method(systems, tasks_dir, tmp_path, method)
     for sample in results["samples"]["tiny_mc"]:
         scores = []
         for (context, continuation), resp in zip(sample["arguments"], sample["resps"]):
-            ctx, cont = encode_pair(systems.tokenizer, context, continuation, lm.prefix_id)
-            ref, _ = reference_loglikelihood(systems, config, ctx, cont)
+            ctx, cont = encode_pair(systems.tokenizer, context, continuation, lm.prefix_token_id)
+            ref, _ = reference_loglikelihood(lm.systems, config, ctx, cont)
             assert resp[0][0] == pytest.approx(ref, abs=1e-3) or resp[0][0] == ref == float("-inf")
             scores.append(ref)
         accs.append(float(max(range(len(scores)), key=scores.__getitem__) == sample["target"]))
@@ -252,14 +269,13 @@ def test_model_args_string_loads_models(family, tmp_path):
                                     f"alpha=0.2", {"batch_size": 2, "device": None})
     assert lm.config.method == "contrastive" and lm.config.beta == 0.3 and lm.config.batch_size == 2
     assert lm_eval.api.registry.get_model("hf").__name__ == "HFLM"  # built-ins still registered
-    with pytest.raises(ValueError, match="unknown model_args"):
+    with pytest.raises(ValueError, match="unknown decode settings"):
         cls.create_from_arg_string(f"large={family['large']},small={family['small']},bogus=1")
 
 
 ARITH_YAML = fsgen.harness.tasks.TASKS_DIR / "arith" / "arith.yaml"
 
 
-@pytest.mark.skipif(not ARITH_YAML.exists(), reason=f"the demo task {ARITH_YAML} has not landed yet")
 def test_demo_arith_benchmark_end_to_end(systems, tmp_path):
     """The workflow's demo benchmark: arith task YAML, its data through an override, decode, score."""
     from fsgen.demo.arith import generate_problems, write_jsonl

@@ -1,5 +1,5 @@
 """scripts/decode.py and scripts/score.py as Snakemake runs them (a stand-in `snakemake` object;
-fsgen.rulescript.run_script, as the `run:` rules do)."""
+fsgen.pipeline.rulescript.run_script, as the `run:` rules do)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from fsgen.rulescript import run_script as run_in_process
+from fsgen.pipeline.rulescript import run_script as run_in_process
 from fsgen.testing import build_tiny_family, write_generation_task
 
 pytestmark = pytest.mark.timeout(300)

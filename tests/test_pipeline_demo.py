@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from fsgen import workflow as fw
+from fsgen.pipeline.config import fill_defaults, load_yaml_unique
+from fsgen.pipeline.jobs import expand_pairs
 from fsgen.analysis.stats import primary_metric
 from test_workflow_support import copy_repo, dry_run_jobs, snakemake, write_config
 
@@ -35,8 +36,8 @@ def demo(tmp_path_factory):
     if os.environ.get("FSGEN_PIPELINE_REPORT") and not reuse:  # where to note the wall time (for the README)
         Path(os.environ["FSGEN_PIPELINE_REPORT"]).write_text(json.dumps({"demo_minutes": elapsed / 60}) + "\n")
     assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
-    config = fw.load_yaml_unique(repo / "config" / "config.yaml")
-    fw.fill_defaults(config, fw.load_yaml_unique(repo / "workflow" / "schemas" / "config.schema.yaml"))
+    config = load_yaml_unique(repo / "config" / "config.yaml")
+    fill_defaults(config, load_yaml_unique(repo / "workflow" / "schemas" / "config.schema.yaml"))
     return repo, config
 
 
@@ -69,7 +70,7 @@ def test_accuracy_rises_with_size(demo):
 def test_oracle_collaboration_is_rare_and_falls_with_small_size(demo):
     repo, config = demo
     freq = {}
-    for large, small in fw.expand_pairs(config):
+    for large, small in expand_pairs(config):
         stats = read_json(repo / "results" / "arith" / "oracle" / f"{large}__{small}" / "stats.json")
         freq[large, small] = stats["stats"]["freq_pooled"]
     print("\noracle collaboration frequency:", {f"{l}__{s}": round(v, 3) for (l, s), v in freq.items()})
@@ -123,16 +124,17 @@ def test_rerun_from_scratch_gives_identical_results(demo, tmp_path):
 
 def test_parameter_change_reruns_only_what_depends_on_it(demo):
     repo, config = demo
-    changed = fw.load_yaml_unique(repo / "config" / "config.yaml")
+    changed = load_yaml_unique(repo / "config" / "config.yaml")
     changed["methods"]["speculative"]["k"] = 3
     write_config(repo / "config" / "k3.yaml", changed)
     done = snakemake(repo, "--cores", "2", "--configfile", "config/k3.yaml", timeout=1500)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
     ran = dry_run_jobs(out)  # a real run prints the same "Job stats" table before it starts
-    n_pairs = len(fw.expand_pairs(config))
+    n_pairs = len(expand_pairs(config))
     assert ran.get("decode_pair") == n_pairs  # the speculative pairs, no other method
-    assert "decode_single" not in ran and "train_model" not in ran and "preflight" not in ran
+    # preflight re-checks the changed config (cheap, before any decode); nothing else reruns
+    assert "decode_single" not in ran and "train_model" not in ran
     assert ran.get("score") == n_pairs and ran.get("job_stats") == n_pairs
     trace_meta = read_json(repo / "results" / "arith" / "speculative" / "arith-l__arith-xs" / "stats.json")
     assert trace_meta["job"]["k"] == 3

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from fsgen.preflight import PreflightError, check_or_raise, model_problem, preflight
+from fsgen.pipeline.preflight import PreflightError, check_or_raise, model_problem, preflight
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -223,9 +223,7 @@ def run_script(world, tmp_path, config):
     out = tmp_path / "preflight" / "preflight.json"
     (tmp_path / "preflight.log").unlink(missing_ok=True)
     fake = SimpleNamespace(
-        params=Params(models=config["models"], pairs=config["pairs"],
-                      tuned={n: m.get("tuned") for n, m in config["models"].items()},
-                      benchmarks=config["benchmarks"], include_path=world.tasks, methods=config["methods"]),
+        params=Params(config=config, include_path=world.tasks),
         output=[str(out)], log=[str(tmp_path / "preflight.log")], input=[],
     )
     script = Path(__file__).resolve().parents[1] / "scripts" / "preflight.py"

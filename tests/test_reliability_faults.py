@@ -9,13 +9,13 @@ import logging
 import pytest
 import torch
 
-from fsgen import engine
-from fsgen.config import DecodeConfig
+from fsgen.decoding import engine
+from fsgen.decoding.config import DecodeConfig
 from fsgen.trace import to_table
 
 pytestmark = pytest.mark.timeout(180)
 
-METHODS = ["small", "large", "oracle", "contrastive", "proxy", "speculative"]
+METHODS = ["single", "oracle", "contrastive", "proxy", "speculative"]
 PROMPTS = ["Tom has 3 apples.", "def add(a, b):", "Question: What is 9 times 8? Answer:"]
 
 
@@ -28,14 +28,17 @@ def family(tmp_path_factory):
 
 
 def systems_for(family, method="proxy"):
-    return engine.load_systems(small=family["small"], large=family["large"], small_tuned=family["small_tuned"],
-                               method=method)
+    """The systems `method` runs on: the family's (single: the large model alone)."""
+    if method == "single":
+        return engine.load_systems("single", model=family["large"])
+    return engine.load_systems(method, small=family["small"], large=family["large"],
+                               small_tuned=family["small_tuned"])
 
 
 def force_eos(systems, logit: float):
     """Every model's EOS logit pinned to `logit` (-1e9: never emits EOS; +1e9: always does)."""
     eos = systems.tokenizer.eos_token_id
-    for model in (systems.small, systems.large, systems.small_tuned):
+    for model in systems.models.values():
         if model is not None:
             def hook(module, inputs, output):
                 output = output.clone()
@@ -79,10 +82,10 @@ def test_empty_prompt_decodes_from_bos(family):
 
 
 def test_empty_prompt_without_bos_is_a_clear_error(family):
-    systems = systems_for(family, "small")
+    systems = systems_for(family, "single")
     systems.tokenizer.bos_token = None
     with pytest.raises(ValueError, match="request 7: empty prompt"):
-        engine.decode(systems, ["hi", ""], DecodeConfig(method="small", max_new_tokens=3), request_ids=[6, 7])
+        engine.decode(systems, ["hi", ""], DecodeConfig(method="single", max_new_tokens=3), request_ids=[6, 7])
 
 
 def test_too_long_prompt_is_left_truncated_with_a_warning(family, caplog):
@@ -92,7 +95,7 @@ def test_too_long_prompt_is_left_truncated_with_a_warning(family, caplog):
     room = context - config.max_new_tokens
     long_prompt = "Question: " + "x" * (context + 100)
     assert systems.tokenizer("x" * room).input_ids == systems.tokenizer("x").input_ids * room  # test premise
-    with caplog.at_level(logging.WARNING, logger="fsgen.engine"):
+    with caplog.at_level(logging.WARNING, logger="fsgen.decoding.engine"):
         result = engine.decode(systems, [PROMPTS[0], long_prompt], config)
     assert any("request 1" in r.getMessage() and "left-truncated" in r.getMessage() for r in caplog.records)
     reference = engine.decode(systems, ["x" * room], config)  # what the truncation keeps
@@ -101,10 +104,10 @@ def test_too_long_prompt_is_left_truncated_with_a_warning(family, caplog):
 
 
 def test_budget_larger_than_the_context_is_refused(family):
-    systems = systems_for(family, "small")
-    context = systems.small.config.max_position_embeddings
+    systems = systems_for(family, "single")
+    context = systems.model("model").config.max_position_embeddings
     with pytest.raises(ValueError, match="leaves no room for a prompt"):
-        engine.decode(systems, ["hi"], DecodeConfig(method="small", max_new_tokens=context))
+        engine.decode(systems, ["hi"], DecodeConfig(method="single", max_new_tokens=context))
 
 
 def test_non_utf8_prompts_file_is_a_one_line_error(family, tmp_path, capsys):
@@ -112,7 +115,7 @@ def test_non_utf8_prompts_file_is_a_one_line_error(family, tmp_path, capsys):
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_bytes(b'{"prompt": "fine"}\n{"prompt": "caf\xe9"}\n')
-    code = main(["decode", "--small", family["small"], "--method", "small", "--prompts", str(prompts),
+    code = main(["decode", "--model", family["small"], "--method", "single", "--prompts", str(prompts),
                  "--max-new-tokens", "3", "--out-trace", str(tmp_path / "t.parquet"),
                  "--out-generations", str(tmp_path / "g.jsonl")])
     err = capsys.readouterr().err.strip()
@@ -124,15 +127,16 @@ def test_non_utf8_prompts_file_is_a_one_line_error(family, tmp_path, capsys):
 
 
 def test_attempt_batch_size_halves_on_retry():
-    from fsgen.workflow import attempt_batch_size
+    from fsgen.pipeline.resources import attempt_batch_size
 
     assert [attempt_batch_size(16, a) for a in (1, 2, 3, 4, 5, 6)] == [16, 8, 4, 2, 1, 1]
 
 
 def test_oom_retry_with_smaller_batch_reuses_finished_requests_and_changes_no_number(family, tmp_path):
     """Attempt 1 runs out of memory after two batches; attempt 2 (half the batch) finishes."""
-    from fsgen.resume import ResumeCache, decode_job_key, decode_resumable
-    from fsgen.workflow import attempt_batch_size
+    from fsgen.decoding.resumable import decode_job_key, decode_resumable
+    from fsgen.pipeline.resources import attempt_batch_size
+    from fsgen.resume import ResumeCache
 
     systems = systems_for(family, "proxy")
     prompts = PROMPTS * 3
@@ -192,7 +196,7 @@ def test_a_write_killed_midway_leaves_no_output(tmp_path, monkeypatch):
 
 
 def test_generations_writer_is_atomic(tmp_path, monkeypatch):
-    from fsgen.cli import write_jsonl_atomic
+    from fsgen.atomic import write_jsonl
 
     target = tmp_path / "g.jsonl"
     target.write_text('{"old": true}\n')
@@ -203,7 +207,7 @@ def test_generations_writer_is_atomic(tmp_path, monkeypatch):
             raise OSError("killed")
 
     with pytest.raises(OSError):
-        write_jsonl_atomic(Boom(), str(target))
+        write_jsonl(target, Boom())
     assert target.read_text() == '{"old": true}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["g.jsonl"]
     assert json.loads(target.read_text()) == {"old": True}

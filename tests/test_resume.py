@@ -12,17 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from fsgen.resume import (
-    CacheLocked,
-    ResumeCache,
-    TraceMismatch,
-    check_trace_matches,
-    decode_job_key,
-    decode_resumable,
-    job_key,
-    model_fingerprint,
-    request_key,
-)
+from fsgen.decoding.resumable import decode_job_key, decode_resumable
+from fsgen.fingerprint import model_fingerprint
+from fsgen.resume import CacheLocked, ResumeCache, job_key, request_key
+from fsgen.trace import TraceMismatch, check_trace_matches
 from fsgen.testing import write_generation_task
 
 pytestmark = pytest.mark.timeout(120)
@@ -231,11 +224,12 @@ KILLED_DECODE = textwrap.dedent(
     """
     import json, sys, torch
     torch.set_num_threads(1)
-    from fsgen import engine
-    from fsgen.config import DecodeConfig
-    from fsgen.resume import ResumeCache, decode_job_key, decode_resumable
+    from fsgen.decoding import engine
+    from fsgen.decoding.config import DecodeConfig
+    from fsgen.decoding.resumable import decode_job_key, decode_resumable
+    from fsgen.resume import ResumeCache
     family, cache_dir, prompts, config = json.loads(sys.argv[1])
-    systems = engine.load_systems(small=family["small"], large=family["large"], method=config["method"])
+    systems = engine.load_systems(config["method"], small=family["small"], large=family["large"])
     config = DecodeConfig(**config)
 
     class Reporting(ResumeCache):
@@ -261,7 +255,7 @@ def family(tmp_path_factory):
 
 
 def counting_decode(calls: list):
-    from fsgen import engine
+    from fsgen.decoding import engine
 
     def decode(systems, prompts, config, request_ids=None, on_result=None):
         calls.extend(request_ids)
@@ -271,8 +265,8 @@ def counting_decode(calls: list):
 
 
 def test_killed_decode_resumes_without_recomputing(tmp_path, family):
-    from fsgen import engine
-    from fsgen.config import DecodeConfig
+    from fsgen.decoding import engine
+    from fsgen.decoding.config import DecodeConfig
 
     cache_dir = tmp_path / "cache"
     proc = subprocess.Popen(
@@ -286,7 +280,7 @@ def test_killed_decode_resumes_without_recomputing(tmp_path, family):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
-    systems = engine.load_systems(small=family["small"], large=family["large"], method="contrastive")
+    systems = engine.load_systems("contrastive", small=family["small"], large=family["large"])
     config = DecodeConfig(**CONFIG)
     cache = ResumeCache(cache_dir, decode_job_key(systems, config, task="t"))
     done_before = set(cache.records)
@@ -307,14 +301,14 @@ def test_killed_decode_resumes_without_recomputing(tmp_path, family):
 
 
 def test_other_jobs_do_not_reuse_results(tmp_path, family):
-    from fsgen import engine
-    from fsgen.config import DecodeConfig
+    from fsgen.decoding import engine
+    from fsgen.decoding.config import DecodeConfig
 
-    systems = engine.load_systems(small=family["small"], large=family["large"], small_tuned=family["small_tuned"],
-                                  method="proxy")
+    systems = engine.load_systems("proxy", small=family["small"], large=family["large"],
+                                  small_tuned=family["small_tuned"])
     base = DecodeConfig(**CONFIG)
     decode_resumable(systems, PROMPTS[:3], base, ResumeCache(tmp_path, decode_job_key(systems, base, task="t")))
-    swapped = engine.Systems(systems.tokenizer, small=systems.large, large=systems.small,
+    swapped = engine.Systems(systems.tokenizer, models={"small": systems.large, "large": systems.small},
                              names={"small": family["large"], "large": family["small"]}, vocab_size=systems.vocab_size)
     others = [
         (systems, DecodeConfig(**dict(CONFIG, method="proxy")), "t"),
@@ -357,7 +351,7 @@ HARNESS_DECODE = textwrap.dedent(
     """
     import json, sys, time, torch
     torch.set_num_threads(1)
-    from fsgen import engine
+    from fsgen.decoding import engine
     slow = len(sys.argv) > 2
     real_decode = engine.decode
 

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from fsgen.distributions import summarize
-from fsgen.routers import LearnedRouter, parse_router, train_learned_router
+from fsgen.decoding.distributions import summarize
+from fsgen.decoding.routers import LearnedRouter, build_router, train_learned_router
 
 
 def summary_of(probs: list[list[float]], top_k: int = 0):
@@ -23,31 +23,31 @@ PROBS = [[0.9, 0.05, 0.03, 0.02], [0.45, 0.45, 0.05, 0.05], [0.25, 0.25, 0.25, 0
 
 def test_always_never():
     s = summary_of(PROBS)
-    assert parse_router("always").consult(s).tolist() == [True, True, True]
-    assert parse_router("never").consult(s).tolist() == [False, False, False]
+    assert build_router("always").consult(s).tolist() == [True, True, True]
+    assert build_router("never").consult(s).tolist() == [False, False, False]
 
 
 def test_threshold_margin_entropy():
     s = summary_of(PROBS)
-    assert parse_router("threshold:0.5").consult(s).tolist() == [False, True, True]
-    assert parse_router("threshold:0.3").consult(s).tolist() == [False, False, True]
-    assert parse_router("margin:0.1").consult(s).tolist() == [False, True, True]
-    assert parse_router("margin:0.9").consult(s).tolist() == [True, True, True]
+    assert build_router("threshold:0.5").consult(s).tolist() == [False, True, True]
+    assert build_router("threshold:0.3").consult(s).tolist() == [False, False, True]
+    assert build_router("margin:0.1").consult(s).tolist() == [False, True, True]
+    assert build_router("margin:0.9").consult(s).tolist() == [True, True, True]
     # entropies: row 2 is log 4 ≈ 1.386 nats; row 0 ≈ 0.43
-    assert parse_router("entropy:1.0").consult(s).tolist() == [False, True, True]
-    assert parse_router(f"entropy:{math.log(4) - 1e-3}").consult(s).tolist() == [False, False, True]
+    assert build_router("entropy:1.0").consult(s).tolist() == [False, True, True]
+    assert build_router(f"entropy:{math.log(4) - 1e-3}").consult(s).tolist() == [False, False, True]
 
 
 @pytest.mark.parametrize("spec", ["threshold", "threshold:", "threshold:abc", "margin:nan", "entropy:1:2", "sometimes",
                                   "learned:", "Always", ""])
 def test_malformed_specs(spec):
     with pytest.raises(ValueError, match="router"):
-        parse_router(spec)
+        build_router(spec)
 
 
 def test_learned_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.joblib"):
-        parse_router(f"learned:{tmp_path / 'nope.joblib'}")
+        build_router(f"learned:{tmp_path / 'nope.joblib'}")
 
 
 def synthetic_trace(n=400, k=10, seed=0):
@@ -68,7 +68,7 @@ def test_learned_router_round_trip(tmp_path):
     path = tmp_path / "sub" / "router.joblib"
     saved = train_learned_router(synthetic_trace(), path, top_k=10, seed=0)
     assert path.exists() and saved["top_k"] == 10 and saved["threshold"] == 0.5
-    router = parse_router(f"learned:{path}")
+    router = build_router(f"learned:{path}")
     assert isinstance(router, LearnedRouter) and router.top_k == 10
     confident = [0.95] + [0.05 / 9] * 9
     unsure = [0.12] + [0.1] * 8 + [0.08]
@@ -91,13 +91,13 @@ def test_learned_router_refuses_bad_traces(tmp_path):
 
 def test_learned_router_in_decoding(tmp_path):
     """A learned router drives real decoding (needs System 1's top-k even when top_k=0)."""
-    from fsgen.config import DecodeConfig
-    from fsgen.engine import decode, load_systems
+    from fsgen.decoding.config import DecodeConfig
+    from fsgen.decoding.engine import decode, load_systems
     from fsgen.testing import build_tiny_family
 
     torch.set_num_threads(1)
     family = build_tiny_family(tmp_path / "family")
-    systems = load_systems(str(family["small"]), str(family["large"]), method="oracle")
+    systems = load_systems("oracle", small=str(family["small"]), large=str(family["large"]))
     prompts = ["Tom has 3 apples.", "def add(a, b):", "Ann had 12 pens"]
     training = decode(systems, prompts, DecodeConfig(method="oracle", max_new_tokens=12, top_k=5, progress=False))
     trace = training.trace

@@ -1,4 +1,4 @@
-"""fsgen.rulescript: rule scripts run inside one process, each logging to its own file."""
+"""fsgen.pipeline.rulescript: rule scripts run inside one process, each logging to its own file."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from fsgen.rulescript import run_script
+from fsgen.pipeline.rulescript import run_script
 
 SCRIPT = '''
 import logging
 from pathlib import Path
-from fsgen.rulescript import log_to
+from fsgen.pipeline.rulescript import log_to
 log_to(snakemake.log[0])
 logging.getLogger("job").info("job %s says hello", snakemake.params.name)
 if snakemake.params.fail == "raise":
@@ -86,7 +86,7 @@ def test_sys_exit_with_a_message_becomes_an_error(tmp_path, script):
 
 def test_log_to_takes_only_its_own_threads_records(tmp_path):
     """Two threads log at the same time, each to its own file (no lock involved)."""
-    from fsgen.rulescript import _close_handlers, log_to
+    from fsgen.pipeline.rulescript import _close_handlers, log_to
 
     barrier = threading.Barrier(2)
 
@@ -109,7 +109,7 @@ def test_log_to_takes_only_its_own_threads_records(tmp_path):
 def test_a_handler_opened_before_the_job_stays(tmp_path, script):
     """A script run without run_script (a `script:` job, or a test calling runpy) keeps its log
     handler; run_script closes only the handlers its own job opened."""
-    from fsgen.rulescript import _close_handlers, _open_handlers, log_to
+    from fsgen.pipeline.rulescript import _close_handlers, _open_handlers, log_to
 
     keep = len(_open_handlers())
     outside = log_to(tmp_path / "outside.log")

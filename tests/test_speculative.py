@@ -15,11 +15,11 @@ import pytest
 import torch
 from scipy import stats as scipy_stats
 
-from fsgen.config import DecodeConfig
-from fsgen.engine import Systems, decode, load_systems
-from fsgen.runner import CachedModel, right_align
-from fsgen.speculative import sample_inverse_cdf, speculative_batch
-from fsgen.stopping import StopCriteria, eos_token_ids
+from fsgen.decoding.config import DecodeConfig
+from fsgen.decoding.engine import Systems, decode, load_systems
+from fsgen.decoding.kvcache import CachedModel, right_align
+from fsgen.decoding.speculative import sample_inverse_cdf, speculative_batch
+from fsgen.decoding.stopping import StopCriteria, eos_token_ids
 from fsgen.testing import build_tiny_family, build_tokenizer
 from fsgen.trace import to_table
 

@@ -91,7 +91,7 @@ def test_analysis_code_change_reruns_analyses_only(repo):
 
 
 def test_decoding_code_change_reruns_decode_jobs_not_training(repo):
-    counts = planned_after_edit(repo, "fsgen/engine.py")
+    counts = planned_after_edit(repo, "fsgen/decoding/engine.py")
     assert counts.get("decode_pair") == 9 and counts.get("decode_single") == 3
     assert "train_model" not in counts and "demo_data" not in counts
 

@@ -44,10 +44,6 @@ def copy_repo(dest: Path, stub_scripts: bool | str = "missing") -> Path:
     shared = REPO.parent / "shared"  # config/paper.yaml's reference: ../shared/reference/...
     if shared.is_dir() and not (dest.parent / "shared").exists():
         (dest.parent / "shared").symlink_to(shared)
-    arith = dest / "workflow" / "tasks" / "arith" / "arith.yaml"
-    if not arith.exists():  # the demo task (issue #3), until it lands
-        arith.parent.mkdir(parents=True, exist_ok=True)
-        arith.write_text("task: arith\ndataset_path: json\noutput_type: generate_until\n")
     return dest
 
 

@@ -8,7 +8,7 @@ This is teacher-forced on the oracle's trajectory: a real run that skips System 
 after the first missed intervention.
 
 Families: `threshold` (send when p₁ < T), `margin` (p₁ − p₂ < T), `entropy` (H > T), and `learned`
-(logistic regression on System 1's top-k probabilities — `fsgen.routers.router_features`, as the
+(logistic regression on System 1's top-k probabilities — `fsgen.decoding.routers.router_features`, as the
 decode-time `learned:PATH` router — trained on a seeded split of requests; all families are
 evaluated on the held-out requests).
 """
@@ -57,11 +57,11 @@ def on_grid(share: np.ndarray, recall: np.ndarray, cut: np.ndarray, grid=SHARE_G
 def topk_features(trace: pd.DataFrame) -> np.ndarray:
     """[N, F] learned-router features, as the decode-time learned router sees them.
 
-    With top-k probabilities in the trace: `fsgen.routers.router_features` (System 1's top-k
+    With top-k probabilities in the trace: `fsgen.decoding.routers.router_features` (System 1's top-k
     probabilities, the shortest recorded k). Without: (p₁, p₂, entropy).
     """
     if "s1_topk_probs" in trace.columns and trace["s1_topk_probs"].notna().all() and len(trace):
-        from fsgen.routers import router_features
+        from fsgen.decoding.routers import router_features
 
         top_k = min(len(p) for p in trace["s1_topk_probs"])
         return np.asarray(router_features(trace, top_k), dtype=np.float64)

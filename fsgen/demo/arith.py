@@ -22,11 +22,12 @@ difference of the small pair steer the large model through it.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from fsgen import atomic
 
 NAMES = [("Mia", "She"), ("Tom", "He"), ("Ann", "She"), ("Sam", "He"), ("Eva", "She"), ("Leo", "He"),
          ("Zoe", "She"), ("Max", "He")]
@@ -183,12 +184,7 @@ def to_tuned_style(problem: dict) -> dict:
 def write_jsonl(rows: list[dict], path: str | Path) -> Path:
     """Write rows as JSON lines atomically (temp name, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
+    atomic.write_jsonl(path, rows)
     return path
 
 

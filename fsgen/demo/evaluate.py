@@ -1,10 +1,15 @@
 """Quick checks of the demo family without the pipeline: greedy accuracy and oracle frequency.
 
 These are the measurements the family was tuned with (docs/demo.md); the pipeline measures the
-same things through lm-eval and fsgen.engine. Plain HF forwards, no KV-cache tricks.
+same things through lm-eval and fsgen.decoding.engine. Plain HF forwards, no KV-cache tricks.
 """
 
 from __future__ import annotations
+
+import itertools
+import json
+import time
+from pathlib import Path
 
 import torch
 
@@ -126,3 +131,41 @@ def proxy_accuracy(large, small_base, small_tuned, tokenizer, problems: list[dic
         "style_rate": sum(TUNED_STYLE_RE.search(t) is not None for t in texts) / n,  # right or wrong number
         "samples": texts[:3],
     }
+
+
+def check_family(models_dir, test_jsonl, names, limit=150, proxy_large="arith-l") -> dict:
+    """Print (and return) accuracy per model, oracle frequency per pair, proxy style/accuracy."""
+    from transformers import LlamaForCausalLM
+
+    from fsgen.decoding.models import load_tokenizer
+    from fsgen.demo.arith import read_jsonl
+
+    torch.set_num_threads(1)
+    test = read_jsonl(test_jsonl)[:limit]
+    load = lambda n: LlamaForCausalLM.from_pretrained(str(Path(models_dir) / n)).eval()
+    tok = load_tokenizer(str(Path(models_dir) / names[0]))
+    models = {n: load(n) for n in names}
+    report = {"accuracy": {}, "oracle_frequency": {}, "proxy": {}}
+    for n, m in models.items():
+        t = time.perf_counter()
+        acc = accuracy(m, tok, test)
+        report["accuracy"][n] = {k: acc[k] for k in ("strict", "flexible", "tuned_style", "style_rate")}
+        print(n, report["accuracy"][n], f"({time.perf_counter() - t:.0f}s)", acc["samples"][0], flush=True)
+    for small, large in itertools.combinations(names, 2):
+        f = oracle_frequency(models[large], models[small], tok, test)
+        report["oracle_frequency"][f"{large}__{small}"] = round(f, 4)
+        print(f"oracle {large}__{small}: {f:.4f}", flush=True)
+    if proxy_large:
+        for small in names:
+            tuned_dir = Path(models_dir) / f"{small}-tuned"
+            if small == proxy_large or not tuned_dir.exists():
+                continue
+            tuned = load(f"{small}-tuned")
+            own = accuracy(tuned, tok, test)
+            px = proxy_accuracy(models[proxy_large], models[small], tuned, tok, test)
+            report["proxy"][f"{proxy_large}__{small}"] = {
+                "tuned_small": {k: own[k] for k in ("strict", "flexible", "tuned_style", "style_rate")},
+                "proxy": {k: px[k] for k in ("strict", "flexible", "tuned_style", "style_rate")}}
+            print(f"proxy {proxy_large}__{small}:", report["proxy"][f"{proxy_large}__{small}"], px["samples"][0], flush=True)
+    print(json.dumps(report, indent=1))
+    return report

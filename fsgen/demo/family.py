@@ -8,7 +8,7 @@ size, as in a compute-scaled family); the small ones have plateaued by then.
 
 from __future__ import annotations
 
-from fsgen.demo.train import ModelSpec, TunedSpec
+from fsgen.demo.train import ModelSpec, TunedSpec, finetune_tuned, train_model
 
 DEFAULT_FAMILY: dict[str, ModelSpec] = {
     "arith-xs": ModelSpec(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, steps=600, lr=3e-3),
@@ -34,3 +34,16 @@ def spec_for(name: str, base: str | None = None) -> ModelSpec | TunedSpec:
         return TunedSpec(base=base)
     known = sorted(DEFAULT_FAMILY) + sorted(DEFAULT_TUNED)
     raise KeyError(f"no demo model spec named {name!r} (and no base given); known: {known}")
+
+
+def train_member(name, train_jsonl, tuned_jsonl, tokenizer_dir, out_dir, base_dir=None, seed=0, threads=1,
+                 progress=True) -> dict:
+    """Train family member `name` (a tuned variant when its spec is a TunedSpec); returns its sidecar."""
+    spec = spec_for(name, base=None if base_dir is None else str(base_dir))
+    if isinstance(spec, TunedSpec):
+        if base_dir is None:
+            raise ValueError(f"{name} is a tuned variant of {spec.base}: its base model folder is needed")
+        return finetune_tuned(spec, base_dir, tuned_jsonl, out_dir, seed=seed, name=name, threads=threads,
+                              progress=progress)
+    return train_model(spec, train_jsonl, tokenizer_dir, out_dir, seed=seed, name=name, threads=threads,
+                       progress=progress)

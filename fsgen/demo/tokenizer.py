@@ -18,7 +18,7 @@ SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 PRETOKEN_PATTERN = r"\s?\d|\s?[A-Za-z]+|\s?[^\sA-Za-z\d]+|\s+"
 
 
-# ---- prompt format (identical to workflow/tasks/arith/arith.yaml) -----------------------------
+# ---- prompt format (identical to fsgen/harness/lm_eval_tasks/arith/arith.yaml) -----------------------------
 
 def format_prompt(question: str) -> str:
     """lm-eval's doc_to_text: the model continues after "Answer:"."""

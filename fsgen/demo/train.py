@@ -23,7 +23,7 @@ from fsgen.demo.arith import read_jsonl
 from fsgen.demo.tokenizer import (  # noqa: F401  (format_*, train_tokenizer: public here too)
     format_prompt, format_target, replace_dir, staging_dir, train_tokenizer,
 )
-from fsgen.models import load_tokenizer
+from fsgen.decoding.models import load_tokenizer
 
 log = logging.getLogger("fsgen.demo")
 

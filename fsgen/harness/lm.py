@@ -1,16 +1,22 @@
 """`fsgen`: lm-eval model that decodes with a fast/slow method and scores with its distribution.
 
 model_args (lm-eval `key=value,...` or a dict):
-    large, small, small_tuned    model folders / hub ids (the method says which are needed)
-    method, router, alpha, beta, formula, k, temperature, seed, top_k
-                                 fsgen.config.DecodeConfig fields
-    batch_size                   prompts decoded (or sequences scored) together
-    max_new_tokens               used when a request has no max_gen_toks (lm-eval's default: 256)
+    large, small, small_tuned, model
+                                 model folders / hub ids: the roles the method needs
+                                 (fsgen.decoding.methods registry)
+    method, router, alpha, beta, formula, k, temperature, seed, top_k, batch_size, max_new_tokens
+                                 fsgen.decoding.DecodeConfig fields (unset: its defaults);
+                                 max_new_tokens is used when a request has no max_gen_toks
     max_length                   longest sequence scored by loglikelihood (default: the models')
     dtype, device                e.g. float32/bfloat16, cpu/cuda
     trace, generations           optional paths: written (atomically) after generate_until
     resume_dir                   optional fsgen.resume cache folder: finished requests survive a
                                  killed job and are not decoded again
+or, from Python: `systems` (a loaded fsgen.decoding.Systems) and `config` (a DecodeConfig).
+
+Built on lm-eval's TemplateLM, which splits context and continuation and handles empty contexts;
+this class supplies tokenisation, `_loglikelihood_tokens`, `loglikelihood_rolling` and
+`generate_until`.
 
 Requests and the trace: `generate_until` gives each request its index in the list lm-eval
 passes (one call per run, all tasks) as the engine's `request_id`; `self.records` keep
@@ -22,44 +28,23 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import fields, replace
+from dataclasses import replace
 
 import pandas as pd
 import torch
-from lm_eval.api.model import LM
+from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from fsgen.config import DecodeConfig
+from fsgen.decoding.config import DecodeConfig
+from fsgen.decoding.methods import METHODS
 
 log = logging.getLogger(__name__)
 
-DECODE_FIELDS = {f.name for f in fields(DecodeConfig)} - {"stop", "max_new_tokens", "progress"}
 KNOWN_GEN_KWARGS = {"until", "max_gen_toks", "do_sample", "temperature"}
 
 
 # ---------------------------------------------------------------- scoring (pure functions)
-
-
-def encode(tokenizer, text: str) -> list[int]:
-    """Token ids as decode() sees a prompt: the tokenizer's default special tokens."""
-    return list(tokenizer(text).input_ids)
-
-
-def encode_pair(tokenizer, context: str, continuation: str, prefix_id: int) -> tuple[list[int], list[int]]:
-    """lm-eval's split of context/continuation tokens (trailing spaces move to the continuation).
-
-    The continuation's tokens are those of (context + continuation) past the context's, so the
-    pair scores exactly what the model would see; an empty context becomes [prefix_id].
-    """
-    n_spaces = len(context) - len(context.rstrip())
-    if n_spaces:
-        context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-    context_ids = encode(tokenizer, context)
-    if not context_ids:
-        return [prefix_id], list(tokenizer(continuation, add_special_tokens=False).input_ids)
-    whole = encode(tokenizer, context + continuation)
-    return context_ids, whole[len(context_ids):]
 
 
 def score_token_pairs(
@@ -124,44 +109,41 @@ def generation_options(gen_kwargs: dict, default_max_new_tokens: int, task: str)
 
 
 @register_model("fsgen")
-class FsgenLM(LM):
+class FsgenLM(TemplateLM):
     def __init__(
         self,
-        large: str | None = None,
-        small: str | None = None,
-        small_tuned: str | None = None,
         method: str = "oracle",
-        batch_size: int | str | None = 8,
-        max_new_tokens: int = 256,
+        batch_size: int | str | None = None,
         max_length: int | None = None,
         dtype: str = "float32",
         device: str | None = "cpu",
         trace: str | None = None,
         generations: str | None = None,
         resume_dir: str | None = None,
-        systems=None,  # a ready fsgen.engine.Systems (tests, notebooks); skips loading
-        **decode_args,
+        systems=None,  # a ready fsgen.decoding.Systems (tests, notebooks, the pipeline); skips loading
+        config: DecodeConfig | None = None,  # a ready DecodeConfig; then no decode settings as kwargs
+        trust_remote_code: bool = False,
+        max_batch_size=None,  # lm-eval passes it; fsgen decodes in fixed batches
+        **settings,
     ) -> None:
         super().__init__()
-        from fsgen import engine
+        from fsgen.decoding import engine
 
-        unknown = set(decode_args) - DECODE_FIELDS - {"max_batch_size", "trust_remote_code"}
-        if unknown:
-            raise ValueError(f"fsgen model: unknown model_args {sorted(unknown)}")
-        decode_args.pop("max_batch_size", None)
-        trust_remote_code = bool(decode_args.pop("trust_remote_code", False))
-        batch_size = 8 if batch_size in (None, "auto") else int(batch_size)
-        self.config = DecodeConfig(method=method, batch_size=batch_size, max_new_tokens=int(max_new_tokens),
-                                   **decode_args)
+        roles = {role for m in METHODS.values() for role in m.roles}
+        models = {role: settings.pop(role) for role in sorted(roles) if role in settings}
+        if config is None:
+            batch_size = None if batch_size in (None, "auto") else int(batch_size)
+            config = DecodeConfig.from_settings(settings, method=method, batch_size=batch_size)
+        elif settings:
+            raise ValueError(f"fsgen model: decode settings {sorted(settings)} given beside a DecodeConfig")
+        self.config = config
         self.systems = systems if systems is not None else engine.load_systems(
-            small=small, large=large, small_tuned=small_tuned, method=method, dtype=dtype,
-            device=device or "cpu", trust_remote_code=trust_remote_code)
+            config.method, dtype=dtype, device=device or "cpu", trust_remote_code=bool(trust_remote_code), **models)
         self.tokenizer = self.systems.tokenizer
-        models = [m for m in (self.systems.small, self.systems.large, self.systems.small_tuned) if m is not None]
+        models = list(self.systems.models.values())
         self._device = next(models[0].parameters()).device  # LM.device reads it
         context = min(getattr(m.config, "max_position_embeddings", 2048) for m in models)
         self.max_length = min(int(max_length), context) if max_length else context
-        self.prefix_id = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.tokenizer.eos_token_id
         self.trace_path, self.generations_path = trace, generations
         self.resume_dir = resume_dir
         self.records: list[dict] = []  # one per generate_until request, see module doc
@@ -217,11 +199,12 @@ class FsgenLM(LM):
         return texts
 
     def _decode(self, prompts, config, request_ids, tasks):
-        from fsgen import engine
+        from fsgen.decoding import engine
 
         if not self.resume_dir:
             return engine.decode(self.systems, prompts, config, request_ids=request_ids)
-        from fsgen.resume import ResumeCache, decode_job_key, decode_resumable
+        from fsgen.decoding.resumable import decode_job_key, decode_resumable
+        from fsgen.resume import ResumeCache
 
         base = replace(self.config, stop=(), max_new_tokens=1)  # per-request options are in the request key
         with ResumeCache(self.resume_dir, decode_job_key(self.systems, base, tasks=tasks)) as cache:
@@ -242,8 +225,7 @@ class FsgenLM(LM):
         return meta
 
     def write_trace(self, path, extra_metadata: dict | None = None) -> None:
-        from fsgen.resume import check_trace_matches
-        from fsgen.trace import write_trace
+        from fsgen.trace import check_trace_matches, write_trace
 
         trace = self.trace()
         check_trace_matches(self.records, trace)  # a trace that disagrees with the generations fails here
@@ -259,10 +241,25 @@ class FsgenLM(LM):
                 row["doc_id"] = doc_ids(row["task"], row["doc_position"]) if doc_ids else row["doc_position"]
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
-    # ------------------------------------------------------------ scoring
+    # ------------------------------------------------------------ scoring (TemplateLM's hooks)
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def prefix_token_id(self) -> int:
+        """What an empty context is scored from: BOS when the tokenizer has one, else EOS."""
+        bos = self.tokenizer.bos_token_id
+        return bos if bos is not None else self.tokenizer.eos_token_id
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
+        """Token ids as decode() sees a prompt: the tokenizer's default special tokens."""
+        extra = {} if add_special_tokens is None else {"add_special_tokens": add_special_tokens}
+        return list(self.tokenizer(string, **extra).input_ids)
 
     def _logprobs(self, input_ids, attention_mask):
-        from fsgen import engine
+        from fsgen.decoding import engine
 
         return engine.method_logprobs(self.systems, self.config, input_ids, attention_mask)
 
@@ -270,15 +267,17 @@ class FsgenLM(LM):
         return score_token_pairs(self._logprobs, pairs, self.config.batch_size, self.max_length, self.device,
                                  pad_id=self.tokenizer.pad_token_id or 0)
 
-    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        pairs = [encode_pair(self.tokenizer, r.args[0], r.args[1], self.prefix_id) for r in requests]
-        return self._score(pairs)
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
+        # a context that tokenizes to nothing (only spaces, moved to the continuation) is scored
+        # from the prefix token, as an empty one is
+        return self._score([(context or [self.prefix_token_id], continuation)
+                            for _, context, continuation in requests])
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         windows, owner = [], []
         for i, request in enumerate(requests):
-            tokens = list(self.tokenizer(request.args[0], add_special_tokens=False).input_ids)
-            for window in rolling_pairs(tokens, self.prefix_id, self.max_length):
+            tokens = self.tok_encode(request.args[0], add_special_tokens=False)
+            for window in rolling_pairs(tokens, self.prefix_token_id, self.max_length):
                 windows.append(window)
                 owner.append(i)
         totals = [0.0] * len(requests)

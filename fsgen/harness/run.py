@@ -44,19 +44,6 @@ from fsgen import atomic
 log = logging.getLogger(__name__)
 
 
-# ---------------------------------------------------------------- atomic writers
-
-
-def write_json(obj, path) -> None:
-    atomic.write_text(path, json.dumps(obj, indent=2, default=handle_non_serializable, ensure_ascii=False) + "\n")
-
-
-def write_jsonl(rows, path) -> None:
-    with atomic.atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, default=handle_non_serializable, ensure_ascii=False) + "\n")
-
-
 # ---------------------------------------------------------------- one lm-eval run
 
 
@@ -163,12 +150,13 @@ def run_decode(benchmark: str, entry: dict, model_args: dict | None, out_dir, *,
         return indices[position] if (indices is not None and task_ == task) else position
 
     run_info = {"benchmark": benchmark, "task": task, "entry": entry, "doc_ids": indices}
-    write_jsonl(_samples_rows(results), out_dir / "samples.jsonl")
+    atomic.write_jsonl(out_dir / "samples.jsonl", _samples_rows(results), default=handle_non_serializable)
     if hasattr(lm, "write_generations"):
         lm.write_generations(out_dir / "generations.jsonl", doc_ids=doc_id)
         lm.write_trace(out_dir / "trace.parquet", {"harness": run_info})
         run_info["fsgen"] = lm.metadata()
-    write_json({**_without_samples(results), "fsgen_run": run_info}, out_dir / "decode_results.json")
+    atomic.write_json(out_dir / "decode_results.json", {**_without_samples(results), "fsgen_run": run_info},
+                      default=handle_non_serializable)
     return results
 
 
@@ -206,7 +194,7 @@ def run_score(benchmark: str, entry: dict, samples_path, out_dir, *, tasks_dir=N
         "metrics": flat_metrics(results["results"][task]),
         "decode": decode_info,
     }
-    write_json(_without_samples(results), out_dir / "lm_eval_results.json")
-    write_jsonl(_samples_rows(results), out_dir / "scored_samples.jsonl")
-    write_json(metrics, out_dir / "metrics.json")
+    atomic.write_json(out_dir / "lm_eval_results.json", _without_samples(results), default=handle_non_serializable)
+    atomic.write_jsonl(out_dir / "scored_samples.jsonl", _samples_rows(results), default=handle_non_serializable)
+    atomic.write_json(out_dir / "metrics.json", metrics, default=handle_non_serializable)
     return metrics

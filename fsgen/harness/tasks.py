@@ -6,7 +6,7 @@ A benchmark entry (config) looks like
      "batch_size": 8, "allow_code_execution": false}
 
 With `data`, the benchmark runs a derived task `<task>__local`, written as a YAML that
-`include:`s the original task's YAML (built-in or ours under workflow/tasks/) and replaces only
+`include:`s the original task's YAML (built-in or ours under fsgen/harness/lm_eval_tasks/) and replaces only
 where the documents come from. Offline compute nodes can so run from a pre-fetched copy with
 lm-eval's own prompt, few-shot examples, filters and metrics.
 """
@@ -20,24 +20,27 @@ from pathlib import Path
 import yaml
 
 from fsgen import atomic
+from fsgen.decoding.config import DEFAULTS
 
 log = logging.getLogger(__name__)
 
 LOCAL_SUFFIX = "__local"
-# our own task YAMLs (mtbench, mbpp_local, mmlu_stem_cot; the demo's arith)
-TASKS_DIR = Path(__file__).resolve().parents[2] / "workflow" / "tasks"
+# our own task YAMLs (mtbench, mbpp_local, mmlu_stem_cot; the demo's arith), package data
+TASKS_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"  # shipped with the package
 # tasks whose metric executes model-written code: they need allow_code_execution: true
 CODE_EXECUTION_TASKS = frozenset({"mbpp", "mbpp_local", "mbpp_plus", "humaneval", "humaneval_plus"})
 # file suffix -> datasets builder
 DATA_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
+# The one home of a benchmark entry's defaults (the config schema's `null` means these); the
+# generation budget and batch size are the decoding engine's (fsgen.decoding.DecodeConfig).
 BENCHMARK_DEFAULTS = {
     "data": None,  # local copy of the test documents (None: the task's own dataset_path)
     "limit": None,  # documents per run (None: all); chosen at random with `seed`
     "seed": 42,  # sample selection and lm-eval's random/numpy/torch/few-shot seeds
     "num_fewshot": None,  # None: the task's own
-    "max_new_tokens": 256,  # lm-eval max_gen_toks for generate_until tasks
-    "batch_size": 8,
+    "max_new_tokens": DEFAULTS.max_new_tokens,  # lm-eval max_gen_toks for generate_until tasks
+    "batch_size": DEFAULTS.batch_size,
     "allow_code_execution": False,
 }
 
@@ -57,8 +60,9 @@ def benchmark_entry(name: str, entry: dict) -> dict:
     unknown = set(entry) - set(BENCHMARK_DEFAULTS) - {"task"}
     if unknown:
         log.warning("benchmark %r: keys %s are not harness keys; ignored here", name, sorted(unknown))
-    entry = {k: v for k, v in entry.items() if k not in unknown}
-    return {**BENCHMARK_DEFAULTS, **entry}
+    # None for a key with a default means that default (the config schema's `null`)
+    given = {k: v for k, v in entry.items() if k not in unknown and not (v is None and BENCHMARK_DEFAULTS.get(k) is not None)}
+    return {**BENCHMARK_DEFAULTS, **given}
 
 
 def task_name(entry: dict) -> str:

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(2400, met
 REPO = Path(__file__).resolve().parents[2]
 # what the demo pipeline needs; until every piece has landed the test is skipped, naming them
 DEMO_PARTS = ["Snakefile", "config/config.yaml", "scripts/demo_data.py", "scripts/demo_tokenizer.py",
-              "scripts/demo_train.py", "scripts/decode.py", "scripts/score.py", "workflow/tasks/arith"]
+              "scripts/demo_train.py", "scripts/decode.py", "scripts/score.py", "fsgen/harness/lm_eval_tasks/arith"]
 SKIP_IN_COPY = {".git", "results", ".snakemake", "resources", "__pycache__", ".pytest_cache", "bench",
                 "logs", "build"}
 GPU_RULES = {"decode_pair", "decode_single"}

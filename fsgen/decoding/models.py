@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 DTYPES = {"auto": "auto", "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def looks_local(path: str) -> bool:
+    """A filesystem path rather than a hub id (`name` or `org/name`): it exists, or starts with
+    '/', '.' or '~', or has more than one '/' (or the OS's own separator, on Windows)."""
+    return (Path(path).expanduser().exists() or path.startswith(("/", ".", "~")) or path.count("/") > 1
+            or (os.sep != "/" and os.sep in path))
 
 
 class TokenizerMismatch(ValueError):

@@ -12,10 +12,10 @@ import inspect
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from fsgen.config import DecodeConfig
-from fsgen.distributions import summarize
-from fsgen.models import model_device
-from fsgen.stopping import StopCriteria
+from fsgen.decoding.config import DecodeConfig
+from fsgen.decoding.distributions import summarize
+from fsgen.decoding.models import model_device
+from fsgen.decoding.stopping import StopCriteria
 
 
 class SharedVocabOnly(LogitsProcessor):

@@ -7,9 +7,9 @@ since its last consultation) in one right-aligned block, so System 2's cache cat
 forward pass and nothing is recomputed per token. Rows that finish leave the batch
 (`CachedModel.select_rows`), so a row's tokens never depend on the other rows.
 
-Roles per method (System 1 / System 2 side):
-  small: small / -            large: large / -  (the lone model is recorded as System 1)
-  oracle, contrastive: small / large            proxy: small_tuned / large + small (base)
+Which model is System 1 and which models System 2's side reads come from the method's registry
+entry (`fsgen.decoding.methods`): e.g. oracle and contrastive read small / large, proxy reads
+small_tuned / large + small (base); a lone model (`single`) is recorded as System 1.
 """
 
 from __future__ import annotations
@@ -18,35 +18,12 @@ import math
 
 import torch
 
-from fsgen.config import DecodeConfig
-from fsgen.distributions import summarize
-from fsgen.methods import contrastive_scores, oracle_choice, proxy_scores
-from fsgen.routers import NeverRouter, Router
-from fsgen.runner import CachedModel, right_align
-from fsgen.stopping import StopCriteria
-
-
-def system_roles(method: str) -> tuple[str, tuple[str, ...]]:
-    """(System 1 role, System 2 side roles) of a method run by the step loop."""
-    return {
-        "small": ("small", ()),
-        "large": ("large", ()),
-        "oracle": ("small", ("large",)),
-        "contrastive": ("small", ("large",)),
-        "proxy": ("small_tuned", ("large", "small")),
-    }[method]
-
-
-def choose_tokens(method: str, config: DecodeConfig, s1: torch.Tensor, s2_side: list[torch.Tensor]) -> torch.Tensor:
-    """The method's token for consulted rows. s1, s2_side[i]: [B, V] log-probs -> [B] long."""
-    if method == "oracle":
-        return oracle_choice(s2_side[0], s1)
-    if method == "contrastive":
-        return contrastive_scores(s2_side[0], s1, config.alpha, config.beta, config.formula).argmax(dim=-1)
-    if method == "proxy":
-        large, small_base = s2_side
-        return proxy_scores(large, s1, small_base, config.alpha).argmax(dim=-1)
-    raise ValueError(f"method {method!r} does not consult System 2")
+from fsgen.decoding.config import DecodeConfig
+from fsgen.decoding.distributions import summarize
+from fsgen.decoding.methods import get_method
+from fsgen.decoding.routers import NeverRouter, Router
+from fsgen.decoding.kvcache import CachedModel, right_align
+from fsgen.decoding.stopping import StopCriteria
 
 
 @torch.no_grad()
@@ -54,27 +31,20 @@ def step_batch(
     systems, prompt_ids: list[list[int]], config: DecodeConfig, router: Router, stop: StopCriteria
 ) -> list[tuple[list[int], list[dict]]]:
     """Decode one batch step by step. Returns per row (generated ids, per-position trace dicts)."""
-    s1_role, s2_roles = system_roles(config.method)
-    if not s2_roles:
+    method = get_method(config.method)
+    if not method.consults_system2:
         router = NeverRouter()
     batch = len(prompt_ids)
     filler = systems.tokenizer.pad_token_id or 0
-    s1 = CachedModel(getattr(systems, s1_role), systems.vocab_size, batch)
-    s2_side = [CachedModel(getattr(systems, role), systems.vocab_size, batch) for role in s2_roles]
+    s1 = CachedModel(systems.model(method.system1), systems.vocab_size, batch)
+    s2_side = [CachedModel(systems.model(role), systems.vocab_size, batch) for role in method.system2]
     summary_k = max(config.top_k, router.top_k)
 
     rows = list(range(batch))  # original row of each live batch row
     s1_pending = [list(p) for p in prompt_ids]  # tokens System 1 has not read yet, per live row
     s2_pending = [list(p) for p in prompt_ids]  # tokens System 2 has not read yet, per live row
     if s2_side and not isinstance(router, NeverRouter) and max(len(p) for p in prompt_ids) > 1:
-        # Prefill System 2 with every prompt but its last token, all rows in one block: rows
-        # first consulted at different steps would otherwise each add a prompt-wide block of
-        # holes to everyone's cache. The last token stays pending so a consultation always
-        # has a token to read the next-token distribution from.
-        prefix = right_align([p[:-1] for p in prompt_ids], filler)
-        for model in s2_side:
-            model.forward(*prefix, last_only=True)
-        s2_pending = [[p[-1]] for p in prompt_ids]
+        s2_pending = _prefill_system2(s2_side, prompt_ids, filler)
     generated: list[list[int]] = [[] for _ in range(batch)]
     records: list[list[dict]] = [[] for _ in range(batch)]
 
@@ -83,19 +53,14 @@ def step_batch(
         s1_sum = summarize(s1_logprobs, summary_k)
         tokens = s1_sum.argmax.clone()  # [B]
         consult = router.consult(s1_sum).to(tokens.device)  # [B] bool
-        s2_top1 = [math.nan] * len(rows)
-        s2_entropy = [math.nan] * len(rows)
+        s2_top1 = s2_entropy = [math.nan] * len(rows)
         if bool(consult.any()):
-            consulted = consult.tolist()
-            blocks = [pending if c else [] for pending, c in zip(s2_pending, consulted)]
-            block = right_align(blocks, filler)
-            s2_logprobs = [model.forward(*block, last_only=True)[:, -1].to(tokens.device) for model in s2_side]  # [B, V] each
-            picked = choose_tokens(config.method, config, s1_logprobs, s2_logprobs)
+            s2_logprobs = _consult(s2_side, s2_pending, consult, filler, tokens.device)  # [B, V] each
+            picked = method.score(config, s1_logprobs, s2_logprobs).argmax(dim=-1)
             tokens = torch.where(consult, picked, tokens)
             s2_sum = summarize(s2_logprobs[0])  # System 2 = the large model
-            s2_top1 = s2_sum.top1_prob.tolist()
-            s2_entropy = s2_sum.entropy.tolist()
-            s2_pending = [[] if c else pending for pending, c in zip(s2_pending, consulted)]
+            s2_top1, s2_entropy = s2_sum.top1_prob.tolist(), s2_sum.entropy.tolist()
+            s2_pending = [[] if c else pending for pending, c in zip(s2_pending, consult.tolist())]
 
         step = _step_columns(tokens, s1_sum, consult, config.top_k)
         keep = []
@@ -121,6 +86,29 @@ def step_batch(
             s1_pending = [s1_pending[i] for i in keep]
             s2_pending = [s2_pending[i] for i in keep]
     return list(zip(generated, records))
+
+
+def _prefill_system2(s2_side: list[CachedModel], prompt_ids: list[list[int]], filler: int) -> list[list[int]]:
+    """Prefill System 2 with every prompt but its last token, all rows in one block.
+
+    Rows first consulted at different steps would otherwise each add a prompt-wide block of
+    holes to everyone's cache. The last token stays pending (returned per row) so a consultation
+    always has a token to read the next-token distribution from.
+    """
+    prefix = right_align([p[:-1] for p in prompt_ids], filler)
+    for model in s2_side:
+        model.forward(*prefix, last_only=True)
+    return [[p[-1]] for p in prompt_ids]
+
+
+def _consult(s2_side: list[CachedModel], s2_pending: list[list[int]], consult, filler: int, device) -> list:
+    """System 2's side reads the consulted rows' pending tokens in one catch-up block.
+
+    Returns each System 2 model's next-token log-probs [B, V] (meaningful for consulted rows).
+    """
+    blocks = [pending if c else [] for pending, c in zip(s2_pending, consult.tolist())]
+    block = right_align(blocks, filler)
+    return [model.forward(*block, last_only=True)[:, -1].to(device) for model in s2_side]
 
 
 def _step_columns(tokens, s1_sum, consult, top_k: int) -> dict[str, list]:

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from fsgen.config import DecodeConfig
-from fsgen.distributions import summarize
-from fsgen.runner import CachedModel, right_align
-from fsgen.stopping import StopCriteria
+from fsgen.decoding.config import DecodeConfig
+from fsgen.decoding.distributions import summarize
+from fsgen.decoding.kvcache import CachedModel, right_align
+from fsgen.decoding.stopping import StopCriteria
 from fsgen.trace import records_to_frame
 
 
@@ -138,7 +138,134 @@ def _fill_bonus(row: _Row, fields: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# one round: draft, verify, record
+
+
+def draft_round(small: CachedModel, live: list[_Row], k: int, uniforms, config: DecodeConfig, filler: int):
+    """System 1 reads its unseen tokens as one block, then drafts k tokens (k - 1 more forwards).
+
+    Fills in a pending bonus token's System 1 fields from the block (its distribution at the bonus
+    is read at the block's second-to-last slot). Returns drafts [B, k] and their log-probs [B, k, V].
+    """
+    tokens, valid = right_align([r.pending_small for r in live], filler)
+    logprobs = small.forward(tokens, valid)  # [B, T, V]
+    if any(r.bonus_record is not None for r in live):
+        # the block is [last draft, bonus]; S1's distribution at the bonus is at -2
+        fields = _s1_fields(logprobs[:, -2], config.top_k)
+        for b, r in enumerate(live):
+            if r.bonus_record is not None:
+                _fill_bonus(r, fields[b])
+    draft_logprobs, drafts = [], []
+    step_logprobs = logprobs[:, -1]  # [B, V]
+    for i in range(k):
+        draft_logprobs.append(step_logprobs)
+        if uniforms is not None:
+            draft = sample_inverse_cdf(tempered_probs(step_logprobs, config.temperature), uniforms[:, i])
+        else:
+            draft = step_logprobs.argmax(dim=-1)
+        drafts.append(draft)
+        if i < k - 1:
+            step_logprobs = small.forward(draft[:, None], torch.ones_like(draft[:, None], dtype=torch.bool))[:, -1]
+    return torch.stack(drafts, dim=1), torch.stack(draft_logprobs, dim=1)  # [B, k], [B, k, V]
+
+
+def verify_round(large: CachedModel, small: CachedModel, live: list[_Row], drafts, draft_logprobs, uniforms,
+                 config: DecodeConfig, filler: int):
+    """System 2 reads its unseen tokens + the k drafts in one forward and accepts a prefix.
+
+    Rejected drafts are rolled back in both caches (System 2 holds all k, System 1 the first k - 1).
+    Returns accepted [B] (0..k), next_token [B] and System 2's log-probs [B, k+1, V].
+    """
+    k, K = drafts.shape[1], config.k
+    pending, pending_valid = right_align([r.pending_large for r in live], filler)
+    pending, pending_valid = pending.to(large.device), pending_valid.to(large.device)
+    block = torch.cat([pending, drafts.to(large.device)], dim=1)
+    block_valid = torch.cat([pending_valid, torch.ones_like(drafts, dtype=torch.bool, device=large.device)], dim=1)
+    target_logprobs = large.forward(block, block_valid)[:, -(k + 1):].to(small.device)  # [B, k+1, V]
+    if uniforms is not None:
+        accepted, next_token = rejection_accept(
+            drafts,
+            tempered_probs(draft_logprobs, config.temperature),
+            tempered_probs(target_logprobs, config.temperature),
+            uniforms[:, K : K + k],
+            uniforms[:, 2 * K],
+        )
+    else:
+        accepted, next_token = greedy_accept(drafts, target_logprobs)
+    large.discard_last(k - accepted)
+    small.discard_last((k - 1 - accepted).clamp_min(0))
+    return accepted, next_token, target_logprobs
+
+
+def record_round(live: list[_Row], drafts, draft_logprobs, target_logprobs, accepted, next_token,
+                 stop: StopCriteria, top_k: int) -> tuple[list[int], list[int]]:
+    """Append each row's accepted drafts and System 2's next token with their trace records.
+
+    Applies the stop criteria (a finished row's tokens and records are cut at its stop). Returns
+    (rows that finished, finished rows whose kept bonus token still needs System 1's fields).
+    """
+    k = drafts.shape[1]
+    # one .tolist() per tensor, then plain Python
+    s1 = _s1_fields(draft_logprobs.flatten(0, 1), top_k)  # row b, draft j at b * k + j
+    s2 = summarize(target_logprobs.flatten(0, 1), 0)
+    s2_top1 = s2.top1_prob.view(-1, k + 1).tolist()  # [B][k+1]
+    s2_entropy = s2.entropy.view(-1, k + 1).tolist()
+    accepted_list, next_list, draft_list = accepted.tolist(), next_token.tolist(), drafts.tolist()
+    finishing, needs_final_s1 = [], []
+    for b, r in enumerate(live):
+        n = accepted_list[b]
+        new_tokens = draft_list[b][:n] + [next_list[b]]
+        start = len(r.tokens)
+        for j, token in enumerate(new_tokens):
+            record = {
+                "position": start + j,
+                "token_id": token,
+                "s2_called": True,
+                "s2_top1_prob": s2_top1[b][j],
+                "s2_entropy": s2_entropy[b][j],
+                "round": r.rounds,
+                "drafted": j < n,
+            }
+            if j < k:
+                record.update(s1[b * k + j])
+                record["intervened"] = token != record["s1_token_id"]
+            r.records.append(record)
+        if n == k:
+            r.bonus_record = len(r.records) - 1
+        r.tokens.extend(new_tokens)
+        r.rounds += 1
+        r.pending_small = ([draft_list[b][-1]] if n == k else []) + [next_list[b]]
+        r.pending_large = [next_list[b]]
+        keep = stop.finished_length(r.tokens, checked=start)
+        if keep is not None:
+            del r.tokens[keep:], r.records[keep:]
+            if r.bonus_record is not None and r.bonus_record >= keep:
+                r.bonus_record = None
+            finishing.append(b)
+            if r.bonus_record is not None:
+                needs_final_s1.append(b)
+    return finishing, needs_final_s1
+
+
+# ---------------------------------------------------------------------------------------------
 # the decoding loop
+
+
+def _start_rows(systems, prompt_ids, request_ids, config: DecodeConfig, small: CachedModel, large: CachedModel,
+                filler: int) -> list[_Row]:
+    """Prefill both caches with all but each prompt's last token; one bookkeeping row per request."""
+    # logits for one slot only: [B, T, V] log-probs of a long prompt over a large vocabulary
+    # would cost gigabytes and are never read
+    heads = [list(p[:-1]) for p in prompt_ids]
+    if any(heads):
+        tokens, valid = right_align(heads, filler)
+        small.forward(tokens, valid, last_only=True)
+        large.forward(tokens, valid, last_only=True)
+    rows = []
+    for prompt, rid in zip(prompt_ids, request_ids):
+        gen = torch.Generator().manual_seed(config.seed + int(rid)) if config.temperature > 0 else None
+        rows.append(_Row(int(rid), gen, [prompt[-1]], [prompt[-1]]))
+    return rows
 
 
 @torch.no_grad()
@@ -152,22 +279,11 @@ def speculative_batch(
         raise ValueError(f"{len(prompt_ids)} prompts but {len(request_ids)} request ids")
     if any(not p for p in prompt_ids):
         raise ValueError("speculative_batch got an empty prompt; decode() replaces them with BOS")
-    K, temperature, top_k = config.k, config.temperature, config.top_k
-    sampling = temperature > 0
+    K, top_k = config.k, config.top_k
     filler = systems.tokenizer.pad_token_id or 0
     small = CachedModel(systems.small, systems.vocab_size, len(prompt_ids))
     large = CachedModel(systems.large, systems.vocab_size, len(prompt_ids))
-    # prefill all but each prompt's last token with logits for one slot only: [B, T, V] log-probs
-    # of a long prompt over a large vocabulary would cost gigabytes and are never read
-    heads = [list(p[:-1]) for p in prompt_ids]
-    if any(heads):
-        tokens, valid = right_align(heads, filler)
-        small.forward(tokens, valid, last_only=True)
-        large.forward(tokens, valid, last_only=True)
-    rows = []
-    for prompt, rid in zip(prompt_ids, request_ids):
-        gen = torch.Generator().manual_seed(config.seed + int(rid)) if sampling else None
-        rows.append(_Row(int(rid), gen, [prompt[-1]], [prompt[-1]]))
+    rows = _start_rows(systems, prompt_ids, request_ids, config, small, large, filler)
     active = list(range(len(rows)))  # indices into `rows`, in cache row order
 
     while active:
@@ -175,95 +291,14 @@ def speculative_batch(
         # draft no more than the longest remaining budget (rows with less are cut afterwards;
         # a row's tokens up to its own budget do not depend on this k, see module docstring)
         k = max(1, min(K, max(stop.max_new_tokens - len(r.tokens) for r in live)))
-        if sampling:  # fixed draws per round: K draft + K accept + 1 residual uniforms
-            uniforms = torch.stack([torch.rand(2 * K + 1, generator=r.generator) for r in live])
-            uniforms = uniforms.to(small.device)
-
-        # --- draft: System 1's unseen tokens as one block, then k - 1 one-token forwards
-        tokens, valid = right_align([r.pending_small for r in live], filler)
-        logprobs = small.forward(tokens, valid)  # [B, T, V]
-        if any(r.bonus_record is not None for r in live):
-            # the block is [last draft, bonus]; S1's distribution at the bonus is at -2
-            fields = _s1_fields(logprobs[:, -2], top_k)
-            for b, r in enumerate(live):
-                if r.bonus_record is not None:
-                    _fill_bonus(r, fields[b])
-        draft_logprobs, drafts = [], []
-        step_logprobs = logprobs[:, -1]  # [B, V]
-        for i in range(k):
-            draft_logprobs.append(step_logprobs)
-            if sampling:
-                draft = sample_inverse_cdf(tempered_probs(step_logprobs, temperature), uniforms[:, i])
-            else:
-                draft = step_logprobs.argmax(dim=-1)
-            drafts.append(draft)
-            if i < k - 1:
-                step_logprobs = small.forward(draft[:, None], torch.ones_like(draft[:, None], dtype=torch.bool))[:, -1]
-        drafts = torch.stack(drafts, dim=1)  # [B, k]
-        draft_logprobs = torch.stack(draft_logprobs, dim=1)  # [B, k, V]
-
-        # --- verify: System 2's unseen tokens + the k drafts in one forward
-        pending, pending_valid = right_align([r.pending_large for r in live], filler)
-        pending, pending_valid = pending.to(large.device), pending_valid.to(large.device)
-        block = torch.cat([pending, drafts.to(large.device)], dim=1)
-        block_valid = torch.cat([pending_valid, torch.ones_like(drafts, dtype=torch.bool, device=large.device)], dim=1)
-        target_logprobs = large.forward(block, block_valid)[:, -(k + 1):].to(small.device)  # [B, k+1, V]
-
-        if sampling:
-            accepted, next_token = rejection_accept(
-                drafts,
-                tempered_probs(draft_logprobs, temperature),
-                tempered_probs(target_logprobs, temperature),
-                uniforms[:, K : K + k],
-                uniforms[:, 2 * K],
-            )
-        else:
-            accepted, next_token = greedy_accept(drafts, target_logprobs)
-
-        # --- roll back rejected drafts: System 2 holds all k, System 1 the first k - 1
-        large.discard_last(k - accepted)
-        small.discard_last((k - 1 - accepted).clamp_min(0))
-
-        # --- trace rows and stop criteria (one .tolist() per tensor, then plain Python)
-        s1 = _s1_fields(draft_logprobs.flatten(0, 1), top_k)  # row b, draft j at b * k + j
-        s2 = summarize(target_logprobs.flatten(0, 1), 0)
-        s2_top1 = s2.top1_prob.view(-1, k + 1).tolist()  # [B][k+1]
-        s2_entropy = s2.entropy.view(-1, k + 1).tolist()
-        accepted_list, next_list, draft_list = accepted.tolist(), next_token.tolist(), drafts.tolist()
-        finishing, needs_final_s1 = [], []
-        for b, r in enumerate(live):
-            n = accepted_list[b]
-            new_tokens = draft_list[b][:n] + [next_list[b]]
-            start = len(r.tokens)
-            for j, token in enumerate(new_tokens):
-                record = {
-                    "position": start + j,
-                    "token_id": token,
-                    "s2_called": True,
-                    "s2_top1_prob": s2_top1[b][j],
-                    "s2_entropy": s2_entropy[b][j],
-                    "round": r.rounds,
-                    "drafted": j < n,
-                }
-                if j < k:
-                    record.update(s1[b * k + j])
-                    record["intervened"] = token != record["s1_token_id"]
-                r.records.append(record)
-            if n == k:
-                r.bonus_record = len(r.records) - 1
-            r.tokens.extend(new_tokens)
-            r.rounds += 1
-            r.pending_small = ([draft_list[b][-1]] if n == k else []) + [next_list[b]]
-            r.pending_large = [next_list[b]]
-            keep = stop.finished_length(r.tokens, checked=start)
-            if keep is not None:
-                del r.tokens[keep:], r.records[keep:]
-                if r.bonus_record is not None and r.bonus_record >= keep:
-                    r.bonus_record = None
-                finishing.append(b)
-                if r.bonus_record is not None:
-                    needs_final_s1.append(b)
-
+        uniforms = None
+        if config.temperature > 0:  # fixed draws per round: K draft + K accept + 1 residual uniforms
+            uniforms = torch.stack([torch.rand(2 * K + 1, generator=r.generator) for r in live]).to(small.device)
+        drafts, draft_logprobs = draft_round(small, live, k, uniforms, config, filler)
+        accepted, next_token, target_logprobs = verify_round(large, small, live, drafts, draft_logprobs, uniforms,
+                                                             config, filler)
+        finishing, needs_final_s1 = record_round(live, drafts, draft_logprobs, target_logprobs, accepted,
+                                                 next_token, stop, top_k)
         if needs_final_s1:
             # the bonus token is kept but System 1 never saw the last draft: one forward for it
             last_draft = drafts[:, -1:]  # [B, 1]
@@ -281,5 +316,4 @@ def speculative_batch(
                 small.select_rows(index)
                 large.select_rows(index)
 
-    with_topk = top_k > 0
-    return [(r.tokens, records_to_frame(r.request_id, r.records, with_topk)) for r in rows]
+    return [(r.tokens, records_to_frame(r.request_id, r.records, top_k > 0)) for r in rows]

@@ -1,19 +1,19 @@
-"""What a decode run is asked to do."""
+"""What a decode run is asked to do: the one home of the decoding settings and their defaults."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
-METHODS = ("small", "large", "oracle", "contrastive", "proxy", "speculative")
+from fsgen.decoding.methods import get_method
+
 FORMULAS = ("blend", "standard")
-DEFAULT_ALPHA = {"contrastive": 0.1, "proxy": 1.0}
 
 
 @dataclass
 class DecodeConfig:
-    method: str = "oracle"  # small | large | oracle | contrastive | proxy | speculative
+    method: str = "oracle"  # a registered method (fsgen.decoding.methods.METHODS)
     router: str = "always"  # always | never | threshold:T | margin:T | entropy:T | learned:PATH
-    alpha: float | None = None  # contrastive plausibility α (0.1) or proxy α (1.0); None = method default
+    alpha: float | None = None  # contrastive plausibility α (0.1) or proxy α (1.0); None = the method's default
     beta: float = 0.5  # contrastive β
     formula: str = "blend"  # contrastive: blend = s + β(l − s) (FS-GEN code); standard = (1+β)l − βs
     k: int = 5  # speculative: tokens drafted by System 1 per verification round
@@ -27,12 +27,11 @@ class DecodeConfig:
 
     def __post_init__(self):
         self.stop = tuple(self.stop)
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; expected one of {', '.join(METHODS)}")
+        method = get_method(self.method)  # ValueError naming the known methods
         if self.formula not in FORMULAS:
             raise ValueError(f"unknown formula {self.formula!r}; expected blend or standard")
         if self.alpha is None:
-            self.alpha = DEFAULT_ALPHA.get(self.method)
+            self.alpha = method.defaults.get("alpha")
         if self.alpha is not None and self.alpha <= 0:
             raise ValueError(f"alpha must be > 0, got {self.alpha}")
         if self.k < 1:
@@ -46,3 +45,19 @@ class DecodeConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_settings(cls, settings: dict, **overrides) -> DecodeConfig:
+        """A config from a settings dict (pipeline params, lm-eval model_args); None means the default.
+
+        Unknown keys are an error naming them, so a misspelt setting never passes silently.
+        """
+        merged = {k: v for k, v in {**settings, **overrides}.items() if v is not None}
+        unknown = sorted(set(merged) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"unknown decode settings {unknown}; expected some of {', '.join(FIELDS)}")
+        return cls(**merged)
+
+
+FIELDS: tuple[str, ...] = tuple(f.name for f in fields(DecodeConfig))
+DEFAULTS = DecodeConfig()  # the defaults, to look up (e.g. DEFAULTS.batch_size) instead of repeating them

@@ -1,6 +1,6 @@
 """When System 2 is consulted: router specs, decisions, and the learned router.
 
-A router looks at System 1's next-token distribution (a `fsgen.distributions.Summary`) and
+A router looks at System 1's next-token distribution (a `fsgen.decoding.distributions.Summary`) and
 returns, per row, whether System 2 is consulted for this position.
 
 Specs: `always`, `never`, `threshold:T` (top-1 probability < T), `margin:T` (top-1 − top-2
@@ -11,15 +11,21 @@ probability of an intervention exceeds the threshold stored with it, 0.5 by defa
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from fsgen.atomic import atomic_path
-from fsgen.distributions import Summary
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from fsgen.decoding.distributions import Summary
 
 
 class Router:
@@ -34,14 +40,14 @@ class AlwaysRouter(Router):
     name = "always"
 
     def consult(self, summary: Summary) -> torch.Tensor:
-        return torch.ones_like(summary.argmax, dtype=torch.bool)
+        return summary.argmax.new_ones(summary.argmax.shape, dtype=bool)
 
 
 class NeverRouter(Router):
     name = "never"
 
     def consult(self, summary: Summary) -> torch.Tensor:
-        return torch.zeros_like(summary.argmax, dtype=torch.bool)
+        return summary.argmax.new_zeros(summary.argmax.shape, dtype=bool)
 
 
 @dataclass
@@ -79,7 +85,7 @@ class LearnedRouter(Router):
             raise FileNotFoundError(f"learned router file not found: {path}")
         saved = joblib.load(path)
         if not isinstance(saved, dict) or "model" not in saved or "top_k" not in saved:
-            raise ValueError(f"{path} is not a router saved by fsgen.routers.train_learned_router")
+            raise ValueError(f"{path} is not a router saved by fsgen.decoding.routers.train_learned_router")
         self.path = str(path)
         self.model = saved["model"]
         self.top_k = int(saved["top_k"])
@@ -90,33 +96,68 @@ class LearnedRouter(Router):
             raise ValueError(f"learned router {self.path} needs System 1's top-{self.top_k} probabilities")
         features = summary.topk_probs[:, : self.top_k].float().cpu().numpy()
         p_intervene = self.model.predict_proba(features)[:, 1]
+        import torch
+
         return torch.from_numpy(p_intervene > self.threshold).to(summary.argmax.device)
 
 
+ROUTER_KINDS = ("always", "never", "threshold", "margin", "entropy", "learned")
 _THRESHOLD_KINDS = {"threshold": ThresholdRouter, "margin": MarginRouter, "entropy": EntropyRouter}
 
 
-def parse_router(spec: str) -> Router:
-    """Router from its spec string; ValueError naming the spec when it is malformed."""
-    spec = spec.strip()
-    if spec == "always":
+@dataclass(frozen=True)
+class RouterSpec:
+    """A parsed router spec: its kind and its argument (a threshold, or a learned router's path)."""
+
+    kind: str  # one of ROUTER_KINDS
+    threshold: float | None = None  # threshold, margin, entropy
+    path: str | None = None  # learned
+    text_arg: str = ""  # the threshold as written in the spec (kept for the slug: '0.50' stays '0.50')
+
+    @property
+    def slug(self) -> str:
+        """Path-safe suffix naming the router: 'entropy:0.5' -> 'entropy0.5', 'learned:r/x.joblib' -> 'learnedx'."""
+        arg = Path(self.path).stem if self.kind == "learned" else self.text_arg
+        return re.sub(r"[^A-Za-z0-9._-]", "-", self.kind + arg)
+
+
+def parse_router_spec(spec) -> RouterSpec:
+    """Check a router spec without loading anything; ValueError saying what is wrong with it.
+
+    always | never | threshold:T | margin:T | entropy:T (T a finite number ≥ 0) | learned:PATH
+    """
+    if not isinstance(spec, str):
+        raise ValueError(f"router must be a string like 'entropy:1.0', got {spec!r}")
+    kind, sep, arg = spec.strip().partition(":")
+    if kind not in ROUTER_KINDS:
+        raise ValueError(f"unknown router {kind!r} in {spec!r}; expected one of {', '.join(ROUTER_KINDS)}")
+    if kind in ("always", "never"):
+        if sep:
+            raise ValueError(f"router {kind!r} takes no argument, got {spec!r}")
+        return RouterSpec(kind)
+    if kind == "learned":
+        if not arg:
+            raise ValueError("router 'learned' needs a path, e.g. 'learned:results/router.joblib'")
+        return RouterSpec(kind, path=arg)
+    try:
+        value = float(arg)
+    except ValueError:
+        raise ValueError(f"malformed threshold {arg!r} in router {spec!r}; expected a number, e.g. '{kind}:0.5'") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"threshold in router {spec!r} must be a finite number ≥ 0")
+    return RouterSpec(kind, threshold=value, text_arg=arg)
+
+
+def build_router(spec: str | RouterSpec) -> Router:
+    """The router a spec names (a learned router is loaded from its file)."""
+    parsed = spec if isinstance(spec, RouterSpec) else parse_router_spec(spec)
+    if parsed.kind == "always":
         return AlwaysRouter()
-    if spec == "never":
+    if parsed.kind == "never":
         return NeverRouter()
-    kind, sep, arg = spec.partition(":")
-    if kind == "learned" and sep and arg:
-        return LearnedRouter(arg)
-    if kind in _THRESHOLD_KINDS:
-        try:
-            t = float(arg)
-        except ValueError:
-            raise ValueError(f"malformed router spec {spec!r}: expected {kind}:<number>") from None
-        if not sep or not np.isfinite(t):
-            raise ValueError(f"malformed router spec {spec!r}: expected {kind}:<number>")
-        return _THRESHOLD_KINDS[kind](t)
-    raise ValueError(
-        f"unknown router {spec!r}; expected always, never, threshold:T, margin:T, entropy:T or learned:PATH"
-    )
+    if parsed.kind == "learned":
+        return LearnedRouter(parsed.path)
+    return _THRESHOLD_KINDS[parsed.kind](parsed.threshold)
 
 
 def router_features(trace_df, top_k: int) -> np.ndarray:

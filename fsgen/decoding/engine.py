@@ -3,8 +3,9 @@
 `decode` is the one entry point for every method. It owns what is common to all of them:
 tokenising and truncating prompts, batching, the progress bar, cutting generations at stop
 criteria, assembling generations and the trace, and run metadata. The token-by-token work is
-in `fsgen.steploop` (every method and router), `fsgen.fastpath` (oracle with the `always`
-router: one `generate` of the large model) and `fsgen.speculative`.
+in `fsgen.decoding.steploop` (every method and router), `fsgen.decoding.oracle_fast` (a method with
+a fast path and the `always` router: one `generate` of the large model) and
+`fsgen.decoding.speculative`; the method registry (`fsgen.decoding.methods`) says which one runs.
 
 Defined behaviour for odd inputs:
 - a model that never emits EOS runs to `max_new_tokens` and stops;
@@ -26,8 +27,9 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from fsgen.config import DecodeConfig
-from fsgen.models import (
+from fsgen.decoding.config import DecodeConfig
+from fsgen.decoding.methods import METHODS, Method, get_method
+from fsgen.decoding.models import (
     check_shared_tokenizer,
     load_model,
     load_tokenizer,
@@ -36,71 +38,68 @@ from fsgen.models import (
 
 log = logging.getLogger(__name__)
 
-# which model roles each method needs
-NEEDED_ROLES = {
-    "small": ("small",),
-    "large": ("large",),
-    "oracle": ("small", "large"),
-    "contrastive": ("small", "large"),
-    "proxy": ("small", "large", "small_tuned"),
-    "speculative": ("small", "large"),
-}
-
 
 @dataclass
 class Systems:
-    """What decode() runs on. Models may be None when the method does not need them."""
+    """What decode() runs on: the shared tokenizer and the models of the roles a method needs."""
 
     tokenizer: object  # the shared tokenizer (left padding, pad token set)
-    small: torch.nn.Module | None = None  # System 1 (base small model)
-    large: torch.nn.Module | None = None  # System 2
-    small_tuned: torch.nn.Module | None = None  # proxy: the tuned small model (System 1 of proxy)
+    models: dict[str, torch.nn.Module] = field(default_factory=dict)  # role -> model (small, large, ...)
     names: dict[str, str] = field(default_factory=dict)  # role -> path/id, for metadata
     vocab_size: int = 0  # shared tokenizer vocabulary; logits past it are dropped
 
+    def model(self, role: str) -> torch.nn.Module:
+        if self.models.get(role) is None:
+            raise ValueError(f"no {role} model was loaded")
+        return self.models[role]
 
-def require_roles(systems: Systems, method: str) -> None:
-    """Raise ValueError naming the first role `method` needs that `systems` lacks."""
-    for role in NEEDED_ROLES[method]:
-        if getattr(systems, role) is None:
+    def alone(self, role: str) -> Systems:
+        """The model of `role` as the lone model of method `single` (a baseline from a loaded pair)."""
+        return Systems(self.tokenizer, {"model": self.model(role)}, {"model": self.names.get(role, role)}, self.vocab_size)
+
+    # the usual roles by name (None when not loaded)
+    small = property(lambda self: self.models.get("small"))  # System 1 of most methods
+    large = property(lambda self: self.models.get("large"))  # System 2
+    small_tuned = property(lambda self: self.models.get("small_tuned"))  # proxy: System 1
+
+
+def require_roles(systems: Systems, method: str) -> Method:
+    """The registered method; ValueError naming the first role it needs that `systems` lacks."""
+    spec = get_method(method)
+    for role in spec.roles:
+        if systems.models.get(role) is None:
             raise ValueError(f"method {method!r} needs the {role} model, which was not given")
+    return spec
 
 
 def load_systems(
-    small: str | None = None,
-    large: str | None = None,
-    small_tuned: str | None = None,
     method: str = "oracle",
+    *,
     dtype: str = "float32",
     device: str = "cpu",
     trust_remote_code: bool = False,
+    **models: str | None,
 ) -> Systems:
-    """Load the models `method` needs, tokenizers first.
+    """Load the models `method` needs, given by role (small=..., large=..., small_tuned=..., model=...).
 
     The tokenizers are loaded and compared before any weights (TokenizerMismatch naming both
-    models); a method that needs a model given as None raises ValueError naming the role.
-    Models not needed by the method are not loaded.
+    models); a role the method needs that is missing (or None) raises ValueError naming it.
+    Models of roles the method does not use are not loaded.
     """
-    if method not in NEEDED_ROLES:
-        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(NEEDED_ROLES)}")
-    given = {"small": small, "large": large, "small_tuned": small_tuned}
-    for role in NEEDED_ROLES[method]:
-        if given[role] is None:
+    spec = get_method(method)
+    known = {role for m in METHODS.values() for role in m.roles}
+    if set(models) - known:
+        raise ValueError(f"unknown model roles {sorted(set(models) - known)}; expected some of {sorted(known)}")
+    for role in spec.roles:
+        if models.get(role) is None:
             raise ValueError(f"method {method!r} needs the {role} model (--{role.replace('_', '-')})")
-    names = {role: str(given[role]) for role in NEEDED_ROLES[method]}
+    names = {role: str(models[role]) for role in spec.roles}
     tokenizers = {names[role]: load_tokenizer(names[role], trust_remote_code) for role in names}
     if len(tokenizers) > 1:
         check_shared_tokenizer(tokenizers)
     tokenizer = next(iter(tokenizers.values()))
-    models = {role: load_model(names[role], dtype, device, trust_remote_code) for role in names}
-    return Systems(
-        tokenizer=tokenizer,
-        small=models.get("small"),
-        large=models.get("large"),
-        small_tuned=models.get("small_tuned"),
-        names=names,
-        vocab_size=shared_vocab_size(tokenizer),
-    )
+    loaded = {role: load_model(names[role], dtype, device, trust_remote_code) for role in names}
+    return Systems(tokenizer=tokenizer, models=loaded, names=names, vocab_size=shared_vocab_size(tokenizer))
 
 
 @dataclass
@@ -113,8 +112,8 @@ class DecodeResult:
 def context_length(systems: Systems, method: str) -> int | None:
     """The smallest `max_position_embeddings` of the models the method uses (None if unknown)."""
     lengths = []
-    for role in NEEDED_ROLES[method]:
-        config = getattr(getattr(systems, role), "config", None)
+    for role in get_method(method).roles:
+        config = getattr(systems.models[role], "config", None)
         length = getattr(config, "max_position_embeddings", None)
         if length:
             lengths.append(int(length))
@@ -163,7 +162,7 @@ def run_metadata(systems: Systems, config: DecodeConfig) -> dict:
     params["stop"] = list(config.stop)
     return {
         "method": config.method,
-        "router": config.router if config.method in ("oracle", "contrastive", "proxy") else None,
+        "router": config.router if get_method(config.method).routed else None,
         "models": dict(systems.names),
         "params": params,
         "seed": config.seed,
@@ -179,19 +178,20 @@ def show_progress(config: DecodeConfig) -> bool:
 
 def run_batch(systems: Systems, prompt_ids, request_ids, config: DecodeConfig, router, stop) -> list[tuple[list[int], pd.DataFrame]]:
     """One batch under the configured method: per request (generated ids, trace rows)."""
-    from fsgen.routers import AlwaysRouter
+    from fsgen.decoding.routers import AlwaysRouter
     from fsgen.trace import records_to_frame
 
-    if config.method == "speculative":
-        from fsgen.speculative import speculative_batch  # written separately; imported when used
+    method = get_method(config.method)
+    if method.loop == "speculative":
+        from fsgen.decoding.speculative import speculative_batch
 
         return speculative_batch(systems, prompt_ids, request_ids, config, stop)
-    if config.method == "oracle" and isinstance(router, AlwaysRouter):
-        from fsgen.fastpath import oracle_fast_batch
+    if method.fast_path and isinstance(router, AlwaysRouter):
+        from fsgen.decoding.oracle_fast import oracle_fast_batch
 
         rows = oracle_fast_batch(systems, prompt_ids, config, stop)
     else:
-        from fsgen.steploop import step_batch
+        from fsgen.decoding.steploop import step_batch
 
         rows = step_batch(systems, prompt_ids, config, router, stop)
     return [(ids, records_to_frame(rid, recs, config.top_k > 0)) for (ids, recs), rid in zip(rows, request_ids)]
@@ -213,12 +213,12 @@ def decode(
     """
     from tqdm.auto import tqdm
 
-    from fsgen.routers import parse_router
-    from fsgen.stopping import StopCriteria, eos_token_ids
+    from fsgen.decoding.routers import build_router
+    from fsgen.decoding.stopping import StopCriteria, eos_token_ids
     from fsgen.trace import empty_trace
 
-    require_roles(systems, config.method)
-    router = parse_router(config.router)
+    method = require_roles(systems, config.method)
+    router = build_router(config.router)
     if request_ids is None:
         request_ids = list(range(len(prompts)))
     if len(request_ids) != len(prompts):
@@ -227,7 +227,7 @@ def decode(
     prompt_ids = [
         prepare_prompt(systems.tokenizer, p, rid, config.max_new_tokens, context) for p, rid in zip(prompts, request_ids)
     ]
-    models = [getattr(systems, role) for role in NEEDED_ROLES[config.method]]
+    models = [systems.models[role] for role in method.roles]
     stop = StopCriteria(systems.tokenizer, eos_token_ids(systems.tokenizer, *models), config.stop, config.max_new_tokens)
 
     order = sorted(range(len(prompts)), key=lambda i: -len(prompt_ids[i]))
@@ -259,26 +259,17 @@ def decode(
 def method_logprobs(systems: Systems, config: DecodeConfig, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """[B, T, V] float32 log-probs of the method's next-token distribution, teacher-forced.
 
-    Full forwards without cache over left-padded inputs (lm-eval loglikelihood). small: the
-    small model; large, oracle, speculative: the large model; contrastive and proxy: the
-    combined score renormalised with log-softmax (implausible tokens -inf). The router is not
-    applied: this is the distribution used wherever System 2 is consulted.
+    Full forwards without cache over left-padded inputs (lm-eval loglikelihood), one per model
+    the method uses, combined by the method's registry entry (`Method.distribution`): a lone
+    model's own log-probs; oracle and speculative: the large model's; contrastive and proxy: the
+    combined score renormalised (implausible tokens -inf). The router is not applied: this is
+    the distribution used wherever System 2 is consulted.
     """
-    from fsgen.fastpath import full_logprobs
-    from fsgen.methods import contrastive_scores, proxy_scores
+    from fsgen.decoding.oracle_fast import full_logprobs
 
-    require_roles(systems, config.method)
-    V = systems.vocab_size
-
-    def lp(model):
-        return full_logprobs(model, input_ids, attention_mask, V).cpu()
-
-    if config.method == "small":
-        return lp(systems.small)
-    if config.method in ("large", "oracle", "speculative"):
-        return lp(systems.large)
-    if config.method == "contrastive":
-        scores = contrastive_scores(lp(systems.large), lp(systems.small), config.alpha, config.beta, config.formula)
-    else:  # proxy
-        scores = proxy_scores(lp(systems.large), lp(systems.small_tuned), lp(systems.small), config.alpha)
-    return torch.log_softmax(scores, dim=-1)
+    method = require_roles(systems, config.method)
+    logprobs = {
+        role: full_logprobs(systems.models[role], input_ids, attention_mask, systems.vocab_size).cpu()
+        for role in method.roles
+    }
+    return method.distribution(config, logprobs)

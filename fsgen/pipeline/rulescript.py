@@ -71,10 +71,10 @@ def run_script(path, snakemake) -> None:
             runpy.run_path(str(path), init_globals={"snakemake": snakemake}, run_name="__main__")
         except SystemExit as stop:
             if stop.code not in (None, 0):
-                logging.getLogger("fsgen.rulescript").error("%s exited: %s", Path(path).name, stop.code)
+                logging.getLogger("fsgen.pipeline.rulescript").error("%s exited: %s", Path(path).name, stop.code)
                 raise RuntimeError(f"{path} exited: {stop.code}") from None
         except BaseException:
-            logging.getLogger("fsgen.rulescript").exception("%s failed", Path(path).name)
+            logging.getLogger("fsgen.pipeline.rulescript").exception("%s failed", Path(path).name)
             raise
         finally:
             _close_handlers(keep=opened_before)

@@ -19,7 +19,7 @@ import inspect
 
 from transformers import DynamicCache
 
-from fsgen.models import model_device
+from fsgen.decoding.models import model_device
 
 
 class CachedModel:

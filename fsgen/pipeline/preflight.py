@@ -1,7 +1,7 @@
 """Cheap CPU checks before any GPU job: every problem of a config, one line each, none decoded.
 
-`preflight(config, include_path)` returns the problems, each naming the config key and the
-model or task at fault, e.g.
+`preflight(config, include_path)` takes the whole checked config (the rule passes it as is) and
+returns the problems, each naming the config key and the model or task at fault, e.g.
 
     models.qwen-72b.path: hub model 'Qwen/Qwen1.5-72B' is not in the offline cache ...
     pairs.qwen-72b__llama-7b: tokenizers differ: models ... have different tokenizers (...)
@@ -38,16 +38,13 @@ def _offline(flag: str) -> bool:
     return os.environ.get(flag, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def looks_local(path: str) -> bool:
-    """A filesystem path rather than a hub id (`org/name` or `name`)."""
-    return Path(path).expanduser().exists() or path.startswith(("/", ".", "~")) or path.count("/") > 1
-
-
 # ---------------------------------------------------------------- models
 
 
 def model_problem(path: str) -> str | None:
     """Why `path` (folder or hub id) cannot be loaded, or None."""
+    from fsgen.decoding.models import looks_local
+
     if looks_local(path):
         folder = Path(path).expanduser()
         if not folder.is_dir():
@@ -74,33 +71,54 @@ def model_problem(path: str) -> str | None:
         return f"hub model {path!r} cannot be resolved: {_one_line(err)}"
 
 
-def used_pairs(config: dict) -> list[tuple[str, str]]:
-    """(large, small) pairs from `pairs`: [[l, s]], [{large, small}] or {all_ordered: [...]}."""
+def base_pairs(config: dict) -> list[tuple[str, str]]:
+    """(large, small) pairs of `pairs`: [[l, s]], [{large, small}] or {all_ordered: [...]}."""
     pairs = config.get("pairs") or []
     if isinstance(pairs, dict):
-        from fsgen.workflow import expand_pairs
+        from fsgen.pipeline.jobs import expand_pairs
 
         return list(expand_pairs(config))
-    out = []
-    for pair in pairs:
-        large, small = (pair["large"], pair["small"]) if isinstance(pair, dict) else pair
-        if (large, small) not in out:
-            out.append((large, small))
+    return list(dict.fromkeys((p["large"], p["small"]) if isinstance(p, dict) else tuple(p) for p in pairs))
+
+
+def used_pairs(config: dict) -> list[tuple[str, str]]:
+    """(large, small) pairs decoded: the base pairs, and for a benchmark that decodes with the
+    tuned variants (`models: tuned`) the pairs of their tuned variants too."""
+    base = base_pairs(config)
+    models = config.get("models", {})
+    out = list(dict.fromkeys(base))
+    if any(b.get("models") == "tuned" for b in (config.get("benchmarks") or {}).values()):
+        for large, small in base:
+            tuned = (models.get(large, {}).get("tuned"), models.get(small, {}).get("tuned"))
+            if all(tuned) and tuned not in out:
+                out.append(tuned)
     return out
 
 
+def used_models(config: dict) -> list[str]:
+    """Every model a decode job loads: those of the pairs and their tuned variants."""
+    models = config.get("models", {})
+    names = {n for pair in used_pairs(config) for n in pair}
+    names |= {models[n]["tuned"] for n in list(names) if models.get(n, {}).get("tuned") in models}
+    return sorted(n for n in names if n in models)
+
+
 def uses_proxy(config: dict) -> bool | None:
-    """Whether a method is proxy tuning (None when the config lists no methods)."""
+    """Whether a method loads the small model's tuned variant, i.e. proxy tuning (None when the
+    config lists no methods)."""
+    from fsgen.decoding.methods import METHODS
+
     methods = config.get("methods")
     if methods is None:
         return None
-    return any(spec.get("method") == "proxy" for spec in methods.values())
+    return any(METHODS[spec["method"]].needs_tuned_small for spec in methods.values() if spec.get("method") in METHODS)
 
 
 def _model_groups(config: dict, problems: list[str]) -> list[tuple[str, list[str]]]:
     """(pair label, model names that must share a tokenizer) for each pair."""
     models = config.get("models", {})
     proxy = uses_proxy(config)
+    base = base_pairs(config)
     groups = []
     for large, small in used_pairs(config):
         label = f"{large}__{small}"
@@ -108,8 +126,9 @@ def _model_groups(config: dict, problems: list[str]) -> list[tuple[str, list[str
         for name in names:
             if name not in models:
                 problems.append(f"pairs.{label}: model {name!r} has no entry under models")
-        tuned = models.get(small, {}).get("tuned")
-        if proxy and not tuned and small in models:
+        # proxy tuning runs on the base pairs only (a tuned-model benchmark skips it)
+        tuned = models.get(small, {}).get("tuned") if (large, small) in base else None
+        if proxy and not tuned and small in models and (large, small) in base:
             problems.append(f"models.{small}.tuned: proxy tuning of pair {label} needs a tuned variant "
                             f"of the small model {small!r}, and none is set")
         if tuned and (proxy or proxy is None):
@@ -122,7 +141,7 @@ def _model_groups(config: dict, problems: list[str]) -> list[tuple[str, list[str
 
 
 def check_models(config: dict, problems: list[str]) -> None:
-    from fsgen.models import TokenizerMismatch, check_shared_tokenizer, load_tokenizer
+    from fsgen.decoding.models import TokenizerMismatch, check_shared_tokenizer, load_tokenizer
 
     models = config.get("models", {})
     groups = _model_groups(config, problems)
@@ -251,11 +270,19 @@ def check_benchmarks(config: dict, include_path, problems: list[str], include_de
 
 
 def check_routers(config: dict, problems: list[str]) -> None:
+    """Every router spec parses, and a learned router's file exists now (not on a GPU node later)."""
+    from fsgen.decoding.routers import parse_router_spec
+
     for name, spec in (config.get("methods") or {}).items():
         routers = spec.get("routers") or [spec.get("router", "always")]
         for router in routers:
-            if isinstance(router, str) and router.startswith("learned:") and not Path(router[8:]).is_file():
-                problems.append(f"methods.{name}.router: learned router file {router[8:]!r} does not exist")
+            try:
+                parsed = parse_router_spec(router)
+            except ValueError as err:
+                problems.append(f"methods.{name}.router: {_one_line(err)}")
+                continue
+            if parsed.kind == "learned" and not Path(parsed.path).is_file():
+                problems.append(f"methods.{name}.router: learned router file {parsed.path!r} does not exist")
 
 
 # ---------------------------------------------------------------- entry points

@@ -1,0 +1,187 @@
+"""The jobs a config asks for: method variants, pairs, decode jobs and their identity.
+
+Words: a *method* is an algorithm of the registry (`fsgen.decoding.methods`: oracle, contrastive,
+...); a *variant* is one configured instance of a method, an entry of the config's `methods:`
+(e.g. `oracle_entropy-entropy0.5`: oracle with one router of a sweep). Single-model baselines run
+the method `single`, under the reserved variant name `single`.
+
+Pure functions over the checked config dict, so `rules/common.smk` stays thin and every rule of a
+config (which pairs, which variants, which jobs, which models a job loads) is unit-testable
+without Snakemake.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from fsgen.decoding.config import FIELDS as DECODE_FIELDS
+from fsgen.decoding.methods import get_method
+from fsgen.decoding.routers import parse_router_spec
+from fsgen.pipeline.config import ConfigError
+
+SINGLE = "single"  # the method (and reserved variant name) of single-model baselines
+# Names that are folders of results/ (or the singles folder) and so cannot be wildcard values.
+RESERVED_NAMES = (SINGLE, "tables", "figures", "models", "demo", "tasks", "preflight", "logs", "benchmarks", "fetch")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+# --------------------------------------------------------------------------------- variants
+def router_spec(spec, key: str):
+    """The parsed router spec (fsgen.decoding.routers), as a ConfigError naming the key."""
+    try:
+        return parse_router_spec(spec)
+    except ValueError as err:
+        raise ConfigError(f"{key}: {err}") from None
+
+
+def expand_variants(config: dict) -> dict[str, dict]:
+    """Variant name -> its decode settings (DecodeConfig fields). A `routers:` list sweeps: one
+    variant per router, named `<name>-<router slug>` (e.g. `oracle_entropy-entropy0.5`)."""
+    variants = {}
+    for name, spec in config.get("methods", {}).items():
+        routers = spec.get("routers")
+        if routers:
+            parsed = [router_spec(r, f"methods.{name}.routers[{i}]") for i, r in enumerate(routers)]
+            named = [(f"{name}-{p.slug}", r) for p, r in zip(parsed, routers)]
+        else:
+            router_spec(spec.get("router", "always"), f"methods.{name}.router")
+            named = [(name, spec.get("router", "always"))]
+        for variant, router in named:
+            settings = {k: v for k, v in spec.items() if k in DECODE_FIELDS}
+            settings["router"] = router
+            if variant in variants:
+                raise ConfigError(f"methods.{name}: variant name {variant!r} is produced twice")
+            variants[variant] = settings
+    return variants
+
+
+def decode_settings(config: dict, variant: str) -> dict:
+    """The DecodeConfig settings a decode job of `variant` runs with (`single`: the baseline)."""
+    return {"method": SINGLE} if variant == SINGLE else expand_variants(config)[variant]
+
+
+def variant_method(config: dict, variant: str):
+    """The registry entry of the variant's method."""
+    return get_method(decode_settings(config, variant)["method"])
+
+
+# ----------------------------------------------------------------------------- models, pairs
+def model_params(config: dict, name: str, key: str = "models") -> float:
+    models = config.get("models", {})
+    if name not in models:
+        known = ", ".join(models) or "none"
+        raise ConfigError(f"{key}: model {name!r} has no entry under models (known: {known})")
+    return models[name]["params"]
+
+
+def expand_pairs(config: dict) -> list[tuple[str, str]]:
+    """(large, small) base pairs: `all_ordered` = every pair of distinct sizes, larger first;
+    an explicit list is checked (both models exist, large strictly larger than small)."""
+    pairs = config.get("pairs", {})
+    out = []
+    if isinstance(pairs, dict):
+        names = pairs.get("all_ordered", [])
+        for i, name in enumerate(names):
+            model_params(config, name, f"pairs.all_ordered[{i}]")
+        if len(set(names)) != len(names):
+            raise ConfigError("pairs.all_ordered: a model is listed twice")
+        for a in names:
+            for b in names:
+                if model_params(config, a) > model_params(config, b):
+                    out.append((a, b))
+        # largest pairs first, then by small size: stable and readable in logs
+        out.sort(key=lambda p: (-model_params(config, p[0]), -model_params(config, p[1])))
+    else:
+        for i, pair in enumerate(pairs):
+            large, small = pair["large"], pair["small"]
+            pl = model_params(config, large, f"pairs[{i}].large")
+            ps = model_params(config, small, f"pairs[{i}].small")
+            if not pl > ps:
+                raise ConfigError(
+                    f"pairs[{i}]: small model {small!r} ({ps:g} params) is not smaller than large model "
+                    f"{large!r} ({pl:g} params)"
+                )
+            if (large, small) in out:
+                raise ConfigError(f"pairs[{i}]: pair {large}__{small} is listed twice")
+            out.append((large, small))
+    return out
+
+
+def benchmark_model(config: dict, name: str, benchmark: str) -> str:
+    """The model a benchmark decodes with: the base model, or its tuned variant (`models: tuned`)."""
+    if config["benchmarks"][benchmark].get("models", "base") == "tuned":
+        return config["models"][name]["tuned"]
+    return name
+
+
+def benchmark_variants(config: dict, benchmark: str) -> list[str]:
+    """Variants run on a benchmark; a method that loads the small model's tuned variant (proxy
+    tuning) needs base models, so a benchmark that decodes with the tuned variants skips it."""
+    tuned = config["benchmarks"][benchmark].get("models", "base") == "tuned"
+    return [v for v, s in expand_variants(config).items() if not (tuned and get_method(s["method"]).needs_tuned_small)]
+
+
+def decode_jobs(config: dict) -> list[dict]:
+    """Every pair job: {benchmark, variant, large, small}."""
+    pairs = expand_pairs(config)
+    return [
+        {"benchmark": b, "variant": v, "large": benchmark_model(config, lg, b), "small": benchmark_model(config, sm, b)}
+        for b in config.get("benchmarks", {})
+        for v in benchmark_variants(config, b)
+        for lg, sm in pairs
+    ]
+
+
+def single_jobs(config: dict) -> list[dict]:
+    """Every single-model baseline {benchmark, model}: each model of a pair, once per benchmark."""
+    pairs = expand_pairs(config)
+    jobs = []
+    for b in config.get("benchmarks", {}):
+        seen = []
+        for lg, sm in pairs:
+            for name in (benchmark_model(config, lg, b), benchmark_model(config, sm, b)):
+                if name not in seen:
+                    seen.append(name)
+        jobs += [{"benchmark": b, "model": name} for name in sorted(seen, key=lambda n: model_params(config, n))]
+    return jobs
+
+
+def job_models(config: dict, job: dict) -> dict[str, str]:
+    """Role -> model name of the models a job loads: a pair job's method roles (large, small, and
+    the small model's tuned variant for proxy tuning), or a single job's one model."""
+    if "model" in job:
+        return {"model": job["model"]}
+    by_role = {"large": job["large"], "small": job["small"]}
+    if "small_tuned" in variant_method(config, job["variant"]).roles:
+        by_role["small_tuned"] = config["models"][job["small"]]["tuned"]
+    return {role: by_role[role] for role in variant_method(config, job["variant"]).roles}
+
+
+def job_identity(config: dict, job: dict) -> dict:
+    """The job as the analysis records it (fsgen.analysis JOB_KEYS): `method` is the variant,
+    `kind` the registry method (single-model baselines: both `single`)."""
+    if "model" in job:
+        m = job["model"]
+        params = config["models"][m]["params"]
+        return {"benchmark": job["benchmark"], "method": SINGLE, "kind": SINGLE, "router": "never",
+                "large": m, "small": m, "large_params": params, "small_params": params, "k": None}
+    settings = decode_settings(config, job["variant"])
+    return {"benchmark": job["benchmark"], "method": job["variant"], "large": job["large"], "small": job["small"],
+            "kind": settings["method"], "router": settings.get("router", "always"),
+            "large_params": config["models"][job["large"]]["params"],
+            "small_params": config["models"][job["small"]]["params"], "k": settings.get("k")}
+
+
+def trained_models(config: dict) -> list[str]:
+    """Models the workflow trains itself (the demo family), tuned variants included."""
+    return [name for name, m in config.get("models", {}).items() if m.get("train")]
+
+
+def hub_models(config: dict) -> list[str]:
+    """Models to pre-download: not trained here and not an existing local folder."""
+    return [
+        name
+        for name, m in config.get("models", {}).items()
+        if not m.get("train") and not Path(m["path"]).is_dir()
+    ]
