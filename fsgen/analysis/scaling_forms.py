@@ -350,6 +350,9 @@ def form_sentence(rows: pd.DataFrame) -> str:
         claim += ("; leave-one-pair-out error agrees" if top["form"] == best["form"]
                   else f"; leave-one-pair-out error favours {_describe(top)} instead") + \
             f" (RMSE {top['loo_rmse']:.3g}" + ("" if top["form"] == best["form"] else f" vs {own:.3g}") + ")"
+    power = scored[scored["form"] == "power"]
+    if len(power) and best["form"] != "power":  # where the paper's law stands
+        claim += f"; {_describe(power.iloc[0])} is ΔAICc {power.iloc[0]['aicc'] - best['aicc']:.1f} behind"
     left_out = rows[~rows["form"].isin(scored["form"])]["formula"].tolist()
     if left_out:
         claim += f"; not compared: {', '.join(left_out)} (AICc undefined or not identified)"
