@@ -90,6 +90,19 @@ def test_bound_flag_fires_on_log_law_not_on_power_law():
     assert rows["power"]["at_bound"] == "alpha" and "not identified" in rows["power"]["status"]
 
 
+def test_bootstrap_reports_replicates_at_the_bound():
+    rng = np.random.default_rng(4)
+    shares = {}
+    for form in ("log_ratio", "power"):
+        points = pd.DataFrame({"method": "m", "benchmark": form, "large": "L", "small": "S", "large_params": LARGE,
+                               "small_params": SMALL, "freq": truth(form, RATIO, SMALL) + rng.normal(0, 0.002, 21)})
+        intervals, _ = bootstrap_tables(points, "ours", n_boot=100)
+        alpha = intervals[(intervals["form"] == "power") & (intervals["parameter"] == "alpha")].iloc[0]
+        shares[form] = alpha["share_at_bound"]
+    assert shares["log_ratio"] > 0.5 and shares["power"] < 0.05, shares
+    assert intervals[intervals["form"] != "power"]["share_at_bound"].isna().all()
+
+
 def test_aicc_matches_gaussian_likelihood():
     rng = np.random.default_rng(2)
     residuals = rng.normal(0, 0.01, 9)

@@ -90,6 +90,15 @@ def parameters_at_bound(params: dict[str, float], lower: float = LOWER_BOUND) ->
     return [name for name, value in params.items() if np.isfinite(value) and value - lower <= BOUND_TOLERANCE]
 
 
+def law_at_limits(params) -> np.ndarray:
+    """[B, 3] bool: a, α, b of profile fits at the lower bound, or α at the solver's upper end
+    (ALPHA_GRID[-1]: the law is flat over the data and a fits one point: not identified either)."""
+    params = np.atleast_2d(np.asarray(params, float))
+    limits = params - LOWER_BOUND <= BOUND_TOLERANCE
+    limits[:, 1] |= params[:, 1] >= ALPHA_GRID[-1] * (1 - 1e-6)
+    return limits
+
+
 def bound_status(bounded: list[str]) -> str:
     """The status of a law fit with parameters at their bound: what is not identified."""
     text = f"not identified: {', '.join(bounded)} at the lower bound {LOWER_BOUND:g}"

@@ -24,8 +24,10 @@ import numpy as np
 import pandas as pd
 
 from fsgen.analysis.scaling import (
+    ALPHA_GRID,
     LAW_PARAMETERS,
     bound_status,
+    law_at_limits,
     fit_power_law_profile,
     parameters_at_bound,
     percentile_interval,
@@ -144,6 +146,8 @@ def compare_forms(ratio, small_params, freq) -> list[dict]:
                          else "not identified: collinear predictors (one small or one large model?)")
         if form.name == "power" and (bounded := parameters_at_bound(named)):
             notes.append(bound_status(bounded))
+        if form.name == "power" and named["alpha"] >= ALPHA_GRID[-1] * (1 - 1e-6):
+            notes.append(f"not identified: alpha at the solver's upper end {ALPHA_GRID[-1]:g} (the law is flat)")
         score = aicc(float(sse), n, form.k) if np.isfinite(sse) else math.nan
         if n <= form.k + 1:
             notes.append(f"AICc undefined: n = {n} ≤ k + 1 = {form.k + 1}")
@@ -248,11 +252,16 @@ def request_points(requests: pd.DataFrame) -> tuple[pd.DataFrame, list]:
 
 
 def _interval_rows(form: Form, estimate: np.ndarray, reps: np.ndarray, level: float) -> list[dict]:
+    """One row per parameter. share_at_bound (power law): share of the valid replicates with the
+    parameter at its lower bound (α also: at the solver's upper end) — an interval made of such
+    replicates shows the bound, not precision."""
     low, high = percentile_interval(reps, level, axis=0)
-    valid = int(np.isfinite(reps).all(1).sum())
+    valid = np.isfinite(reps).all(1)
+    at_limit = law_at_limits(reps[valid]).mean(0) if form.name == "power" and valid.any() else \
+        np.full(reps.shape[1], np.nan)
     return [{"form": form.name, "parameter": p, "estimate": float(estimate[i]), "low": float(low[i]),
-             "high": float(high[i]), "level": level, "n_boot": len(reps), "n_valid": valid}
-            for i, p in enumerate(form.parameters)]
+             "high": float(high[i]), "level": level, "n_boot": len(reps), "n_valid": int(valid.sum()),
+             "share_at_bound": float(at_limit[i])} for i, p in enumerate(form.parameters)]
 
 
 def _band_rows(form: Form, estimate, reps, group: pd.DataFrame, level: float, grid_size: int) -> list[dict]:
@@ -307,7 +316,7 @@ def bootstrap_tables(points: pd.DataFrame, source: str, requests: pd.DataFrame |
 
 
 BOOTSTRAP_COLUMNS = ["source", "method", "benchmark", "scheme", "form", "parameter", "estimate", "low", "high",
-                     "level", "n_boot", "n_valid"]
+                     "level", "n_boot", "n_valid", "share_at_bound"]
 BAND_COLUMNS = ["source", "method", "benchmark", "scheme", "form", "ratio", "small_params", "fit", "low", "high"]
 
 
