@@ -276,5 +276,7 @@ def test_gap_statuses():
     assert gap["status"].str.startswith("no gap").all() and gap["cost"].isna().all()
     missing = frontier_tables(requests[~((requests["method"] == "single") & (requests["large"] == "L"))], n_boot=20)
     assert (missing["gap_recovery"]["status"] == "no small-alone or large-alone run").all()
+    unscored = frontier_tables(requests.assign(correct=np.nan), n_boot=20)["gap_recovery"]
+    assert unscored["status"].str.startswith("no accuracy").all()
     with pytest.raises(KeyError, match="flops"):
         frontier_tables(requests.drop(columns="flops"))

@@ -277,14 +277,16 @@ def setting_replicates(rows: pd.DataFrame, weights_for) -> tuple[list[str], np.n
     rows: `pair_requests` output (doc_id: the document; wall_s optional, job-level seconds).
     weights_for(n_docs) -> [1 + B, D]. Returns settings [J], accuracy [1 + B, J], cost model -> [1 + B, J].
     """
-    rows = rows.assign(doc_id=rows["doc_id"] if "doc_id" in rows else rows["request_id"], requests=1)
-    sums = rows.groupby(["doc_id", "setting"], sort=True)[["requests", "correct", *COST_COLUMNS, "flops"]].sum()
+    rows = rows.assign(doc_id=rows["doc_id"] if "doc_id" in rows else rows["request_id"], requests=1,
+                       scored=rows["correct"].notna(), correct=rows["correct"].fillna(0.0))  # NaN: no metric
+    sums = rows.groupby(["doc_id", "setting"], sort=True)[["requests", "scored", "correct", *COST_COLUMNS,
+                                                            "flops"]].sum()
     settings = list(dict.fromkeys(rows["setting"]))  # small alone, collaborations, large alone
     wide = {c: sums[c].unstack("setting").reindex(columns=settings).fillna(0.0).to_numpy() for c in sums.columns}
     w = weights_for(len(wide["requests"]))  # [1 + B, D]
     per = {c: w @ m for c, m in wide.items()}  # [1 + B, J] weighted sums
     with np.errstate(invalid="ignore", divide="ignore"):
-        accuracy = per["correct"] / per["requests"]
+        accuracy = per["correct"] / per["scored"]
         costs = {"s2_share": per["s2_tokens"] / per["tokens"], "s2_calls": per["s2_consultations"] / per["requests"],
                  "flops": per["flops"] / per["requests"]}
         wall = rows.groupby("setting")["wall_s"].first().reindex(settings).to_numpy(float) if "wall_s" in rows \
@@ -301,6 +303,8 @@ def _gap_row(settings, accuracy, cost, fraction, level) -> dict:
     if SMALL_ALONE not in settings or LARGE_ALONE not in settings:
         return {"status": "no small-alone or large-alone run"}
     small_acc, large_acc = accuracy[:, settings.index(SMALL_ALONE)], accuracy[:, settings.index(LARGE_ALONE)]
+    if not (np.isfinite(small_acc[0]) and np.isfinite(large_acc[0])):
+        return {"status": "no accuracy: the benchmark has no per-document metric"}
     target = small_acc + fraction * (large_acc - small_acc)  # [1 + B]
     reach = np.array([cost_to_reach(cost[b], accuracy[b], target[b])[0] if large_acc[b] > small_acc[b] else np.nan
                       for b in range(len(accuracy))])
