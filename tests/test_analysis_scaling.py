@@ -98,6 +98,8 @@ def test_reference_is_joined_and_fitted(tmp_path):
     fitted = paper[paper["n_pairs"] >= 3]
     assert len(fitted) == 6
     assert fitted["r2"].between(0, 1).all() and fitted["alt_r2"].between(0, 1).all()
+    # laws generated with α = 0.4: identified, no parameter at its bound
+    assert (fitted["status"] == "ok").all() and (fitted["at_bound"] == "").all()
     refused = paper[paper["benchmark"] == "mtbench"].iloc[0]
     assert refused["n_pairs"] == 2 and "not fitted" in refused["status"] and math.isnan(refused["r2"])
     ours = fits[fits["source"] == "ours"]
