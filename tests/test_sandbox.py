@@ -10,6 +10,7 @@ import resource
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -270,3 +271,69 @@ def test_without_namespaces_the_always_layers_still_hold(monkeypatch):
     refused = sandbox.run_python("import socket\nsocket.socket()")
     assert refused.status == "failed" and "network access is blocked" in refused.stderr
     assert sandbox.run_python("print(6 * 7)").stdout == "42\n"
+
+
+# As an ordinary user with user namespaces, beside 40 other processes of the same user: the
+# program runs contained and may fork up to the sandbox's own process limit, and no further.
+FORKING_USER = """
+import json, os, subprocess, sys
+from fsgen import sandbox
+sleepers = [subprocess.Popen(["sleep", "120"]) for _ in range(40)]
+program = '''
+import os, time
+children = []
+try:
+    for _ in range(100):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(3)
+            os._exit(0)
+        children.append(pid)
+    print("forked", len(children), 0)
+except OSError as exc:
+    print("stopped", len(children), exc.errno)
+'''
+try:
+    result = sandbox.run_python(program, timeout_s=20)
+    print("REPORT " + json.dumps({"uid": os.getuid(), "isolation": sandbox.isolation(), "status": result.status,
+                                  "stdout": result.stdout, "error": result.error, "stderr": result.stderr[-500:]}))
+finally:
+    for sleeper in sleepers:
+        sleeper.kill()
+        sleeper.wait()
+"""
+
+
+def ordinary_user_python() -> tuple[list[str], str]:
+    """(command prefix, interpreter) that run as an unprivileged user and can import fsgen.sandbox
+    and create user namespaces; skips where there is none."""
+    repo = str(Path(__file__).resolve().parents[1])
+    prefix = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root without setpriv: cannot run as an ordinary user")
+        uid = 900_000 + int.from_bytes(os.urandom(2), "big")
+        prefix = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+    for python in dict.fromkeys([os.path.realpath(sys.executable), "/usr/bin/python3"]):
+        probe = subprocess.run([*prefix, python, "-I", "-c", f"import sys; sys.path.insert(0, {repo!r}); import fsgen.sandbox"],
+                               capture_output=True, cwd="/")
+        userns = subprocess.run([*prefix, shutil.which("unshare") or "unshare", "--map-root-user", "--net", "--pid",
+                                 "--fork", "--mount-proc", python, "-c", "pass"], capture_output=True, cwd="/")
+        if probe.returncode == 0 and userns.returncode == 0:
+            return prefix, python
+    pytest.skip("no interpreter an ordinary user can run inside a user namespace here")
+
+
+def test_ordinary_user_gets_namespaces_and_a_process_limit_of_its_own():
+    prefix, python = ordinary_user_python()
+    repo = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run([*prefix, python, "-I", "-c", f"import sys; sys.path.insert(0, {repo!r})\n" + FORKING_USER],
+                          capture_output=True, text=True, cwd="/", timeout=90)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.split("REPORT ", 1)[1])
+    assert report["uid"] != 0
+    assert report["isolation"]["network_namespace"] and report["isolation"]["process_limit"], report
+    outcome, children, error = report["stdout"].split()
+    assert (report["status"], outcome, int(error)) == ("passed", "stopped", errno.EAGAIN), report
+    # its own processes only: the bootstrap, unshare and the program leave MAX_PROCESSES - 3 forks
+    assert MAX_PROCESSES - 4 <= int(children) <= MAX_PROCESSES - 2, report
