@@ -1,5 +1,5 @@
 """lm-eval scoring paths with stub models (no engine): task overrides, GSM8K filters, replay,
-MBPP pass@1 with the local scorer, the code-execution opt-in, multiple choice, MT-Bench."""
+multiple choice, MT-Bench (MBPP and code execution: test_mbpp_scoring.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,9 @@ import pytest
 from lm_eval.api.model import LM
 
 import fsgen.harness  # noqa: F401
-from fsgen.harness import code_eval
 from fsgen.harness.replay import ReplayLM, ReplayMismatch, read_samples
 from fsgen.harness.run import evaluate_benchmark, flat_metrics, run_decode, run_score
 from fsgen.harness.tasks import (
-    CodeExecutionNotAllowed,
     TaskNotFound,
     make_task_manager,
     select_samples,
@@ -143,66 +141,6 @@ def test_override_with_a_fewshot_split(tmp_path):
     with pytest.raises(ValueError, match="fewshot_path"):
         write_task_overrides({"g": {**entry, "data": {"path": str(test)}}}, tmp_path / "o")
     write_task_overrides({"g": {**entry, "num_fewshot": 0, "data": {"path": str(test)}}}, tmp_path / "o")
-
-
-# ---------------------------------------------------------------- MBPP
-
-MBPP = [
-    {"task_id": 11, "text": "Write a function to add two numbers.", "code": "def add(a, b):\n    return a + b",
-     "test_setup_code": "", "test_list": ["assert add(1, 2) == 3", "assert add(0, 0) == 0", "assert add(-1, 1) == 0"],
-     "challenge_test_list": []},
-    {"task_id": 12, "text": "Write a function to multiply two numbers.", "code": "def mul(a, b):\n    return a * b",
-     "test_setup_code": "import math", "test_list": ["assert mul(2, 3) == 6", "assert mul(1, 1) == 1",
-                                                     "assert math.isclose(mul(2, 0.5), 1.0)"],
-     "challenge_test_list": []},
-]
-FIXED_CODE = "def add(a, b):\n    return a + b\n"
-
-
-@pytest.fixture()
-def mbpp_benchmark(tmp_path):
-    data = write_jsonl(tmp_path / "mbpp.jsonl", MBPP)
-    return {"task": "mbpp_local", "data": {"path": str(data), "split": "test"}, "allow_code_execution": True}
-
-
-def test_mbpp_pass_at_1_with_local_scorer(tmp_path, mbpp_benchmark):
-    stub = StubLM(lambda prompt: FIXED_CODE)
-    run_decode("mbpp", mbpp_benchmark, None, tmp_path / "run", lm=stub)
-    assert stub.calls == 2
-    metrics = run_score("mbpp", mbpp_benchmark, tmp_path / "run" / "samples.jsonl", tmp_path / "run",
-                        bootstrap_iters=0)
-    assert metrics["metrics"]["pass_at_1,none"] == pytest.approx(0.5)
-    scored = [json.loads(line) for line in (tmp_path / "run" / "scored_samples.jsonl").read_text().splitlines()]
-    assert {s["doc"]["task_id"]: s["pass_at_1"] for s in scored} == {11: 1.0, 12: 0.0}
-    assert "[BEGIN]" in scored[0]["arguments"][0][0] and "similar_elements" in scored[0]["arguments"][0][0]
-
-
-def test_code_execution_refused_without_opt_in(tmp_path, mbpp_benchmark):
-    entry = {**mbpp_benchmark, "allow_code_execution": False}
-    stub = StubLM(lambda prompt: FIXED_CODE)
-    with pytest.raises(CodeExecutionNotAllowed, match="allow_code_execution: true"):
-        run_decode("mbpp", entry, None, tmp_path / "run", lm=stub)
-    assert stub.calls == 0 and not (tmp_path / "run" / "samples.jsonl").exists()
-    with pytest.raises(CodeExecutionNotAllowed):
-        run_score("mbpp", entry, tmp_path / "samples.jsonl", tmp_path / "run")
-    # the metric itself refuses outside the opt-in (e.g. the task run by hand with lm_eval)
-    with pytest.raises(code_eval.CodeExecutionRefused):
-        code_eval.score_mbpp(MBPP[0], [FIXED_CODE])
-
-
-def test_code_eval_uses_the_sandbox(monkeypatch):
-    programs = []
-
-    def fake_run_python(program, timeout_s=10.0, memory_mb=512):
-        programs.append(program)
-        return type("R", (), {"passed": "add" in program.split("\n")[0]})()
-
-    monkeypatch.setattr("fsgen.sandbox.run_python", fake_run_python)
-    with code_eval.allow_code_execution():
-        assert code_eval.score_mbpp(MBPP[1], ["```python\ndef mul(a, b):\n    return a * b\n```"]) == 0.0
-    assert programs[0].startswith("def mul(a, b):") and "import math" in programs[0]
-    assert programs[0].rstrip().endswith("assert math.isclose(mul(2, 0.5), 1.0)")
-    assert code_eval.pass_at_k(2, 1, 1) == pytest.approx(0.5) and code_eval.pass_at_k(5, 0, 2) == 0.0
 
 
 # ---------------------------------------------------------------- multiple choice, MT-Bench

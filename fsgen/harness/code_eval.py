@@ -5,18 +5,31 @@ this one does the same job without it. It executes model-written code, so it run
 `allow_code_execution()` (the score runner enters it when the benchmark's config opts in with
 `allow_code_execution: true`); anywhere else it raises CodeExecutionRefused, so a task YAML
 evaluated by hand (lm_eval CLI) cannot execute code behind the config's back.
+
+A candidate the sandbox could not run (status `error`: its start-up, fork or exec failed; see
+fsgen.sandbox) is retried, and if it still cannot run it is an *execution error*, never a wrong
+answer: pass@k is computed over the candidates that ran, and the share that could not run is
+reported as its own metric (`execution_error`). A task in which no candidate ran has no pass@k
+and its aggregation stops the scoring with an error (`mean_over_executed`).
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import re
+import time
 from contextlib import contextmanager
 from math import comb
 
 ENV_FLAG = "FSGEN_ALLOW_CODE_EXECUTION"  # "1" inside allow_code_execution()
 TIMEOUT_S = 10.0  # per candidate program (all of a problem's asserts)
 MEMORY_MB = 512
+SANDBOX_ATTEMPTS = 3  # a sandbox error (not a failing program) is retried this often in all
+RETRY_DELAY_S = 0.5  # before the second attempt; doubled before each further one
+
+log = logging.getLogger(__name__)
 
 
 class CodeExecutionRefused(RuntimeError):
@@ -72,7 +85,11 @@ def mbpp_program(candidate: str, doc: dict) -> str:
 
 
 def run_candidate(program: str):
-    """Run one program in the sandbox (refused outside allow_code_execution())."""
+    """Run one program in the sandbox (refused outside allow_code_execution()).
+
+    A sandbox error (the program never ran) is retried up to SANDBOX_ATTEMPTS times in all; the
+    last result is returned, so a persistent one still reads status "error".
+    """
     if not code_execution_allowed():
         raise CodeExecutionRefused(
             "code execution is not enabled: set allow_code_execution: true for this benchmark in "
@@ -82,10 +99,39 @@ def run_candidate(program: str):
 
     timeout_s = float(os.environ.get(f"{ENV_FLAG}_TIMEOUT_S", TIMEOUT_S))
     memory_mb = int(os.environ.get(f"{ENV_FLAG}_MEMORY_MB", MEMORY_MB))
-    return sandbox.run_python(program, timeout_s=timeout_s, memory_mb=memory_mb)
+    for attempt in range(SANDBOX_ATTEMPTS):
+        if attempt:
+            time.sleep(RETRY_DELAY_S * 2 ** (attempt - 1))
+        result = sandbox.run_python(program, timeout_s=timeout_s, memory_mb=memory_mb)
+        if result.status != "error":
+            break
+    return result
 
 
-def score_mbpp(doc: dict, candidates: list[str], k: int = 1) -> float:
-    """pass@k of `candidates` (model responses) on one MBPP problem."""
-    passed = sum(bool(run_candidate(mbpp_program(c, doc)).passed) for c in candidates)
-    return pass_at_k(len(candidates), passed, k)
+def score_mbpp(doc: dict, candidates: list[str], k: int = 1) -> dict[str, float]:
+    """{pass_at_k: pass@k over the candidates that ran (NaN when fewer than k ran),
+    execution_error: share of candidates the sandbox could not run} on one MBPP problem."""
+    results = [run_candidate(mbpp_program(c, doc)) for c in candidates]
+    errors = [r for r in results if r.status == "error"]
+    for result in errors:
+        log.warning("MBPP task_id %s: a candidate could not be executed (execution error, not a wrong answer): %s",
+                    doc.get("task_id"), result.error)
+    ran = len(results) - len(errors)
+    passed = sum(bool(r.passed) for r in results)
+    value = pass_at_k(ran, passed, k) if ran >= k else math.nan
+    return {f"pass_at_{k}": value, "execution_error": len(errors) / len(results)}
+
+
+def mean_over_executed(values: list[float]) -> float:
+    """lm-eval aggregation of a pass@k column: the mean over problems whose candidates ran (NaN =
+    execution error). Raises when none ran: an infrastructure failure must not read as 0%."""
+    executed = [v for v in values if not math.isnan(v)]
+    if not executed:
+        raise RuntimeError(
+            f"code execution failed for all {len(values)} problems (sandbox errors, see the warnings "
+            "above): no pass@k can be computed; check fsgen.sandbox.isolation() on this machine"
+        )
+    if len(executed) < len(values):
+        log.warning("pass@k over %d of %d problems: %d could not be executed (reported as execution_error)",
+                    len(executed), len(values), len(values) - len(executed))
+    return sum(executed) / len(executed)

@@ -1,6 +1,6 @@
 """MBPP with fsgen's local pass@1 (see mbpp_local.yaml)."""
 
-from fsgen.harness.code_eval import score_mbpp
+from fsgen.harness.code_eval import mean_over_executed, score_mbpp  # noqa: F401 (the YAML's pass_at_1 aggregation)
 
 TEST_TASK_IDS = range(11, 511)  # the standard MBPP test split; 1-10 are prompt examples
 
@@ -10,7 +10,8 @@ def process_docs(dataset):
 
 
 def process_results(doc, results):
-    return {"pass_at_1": score_mbpp(doc, [results[0]], k=1)}
+    """pass_at_1 (NaN when the sandbox could not run the program) and execution_error (0 or 1)."""
+    return score_mbpp(doc, [results[0]], k=1)
 
 
 def list_fewshot_samples():
