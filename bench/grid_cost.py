@@ -7,9 +7,9 @@
 
 Disk: every hub model's parameter count (from its architecture, config/reference/
 qwen1.5_architectures.json) x 2 bytes (bfloat16 safetensors). GPU-hours: for every decode job of
-the config (fsgen.workflow.decode_jobs and single_jobs), the job's GPUs and batch size from
-fsgen.placement (the same planner the decode jobs use) times its expected wall time
-(fsgen.placement.decode_seconds: the throughput model calibrated on docs/bench.md's GPU run).
+the config (fsgen.pipeline.jobs.decode_jobs and single_jobs), the job's GPUs and batch size from
+fsgen.decoding.placement (the same planner the decode jobs use) times its expected wall time
+(fsgen.decoding.placement.decode_seconds: the throughput model calibrated on docs/bench.md's GPU run).
 Prompt lengths per benchmark come from PROMPT_TOKENS, measured with --measure-prompts (lm-eval
 renders each benchmark's prompts from local data; tokens ~ characters / CHARS_PER_TOKEN, since no
 Qwen tokenizer is at hand offline). Method and assumptions: docs/slurm.md.
@@ -27,8 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fsgen import placement as pl  # noqa: E402
-from fsgen import workflow as fw  # noqa: E402
+from fsgen.decoding import placement as pl  # noqa: E402
+from fsgen.pipeline import jobs as pj  # noqa: E402
+from fsgen.pipeline.config import fill_defaults, load_yaml_unique, validate_schema  # noqa: E402
 
 CHARS_PER_TOKEN = 4.0  # English BPE text, Qwen-sized vocabulary (assumption)
 # benchmark -> (documents available, mean prompt tokens, max prompt tokens): measured with
@@ -43,10 +44,10 @@ PROMPT_TOKENS = {
 
 
 def load_config(path: Path) -> dict:
-    config = fw.load_yaml_unique(path)
-    schema = fw.load_yaml_unique(ROOT / "workflow" / "schemas" / "config.schema.yaml")
-    fw.validate_schema(config, schema)
-    fw.fill_defaults(config, schema)
+    config = load_yaml_unique(path)
+    schema = load_yaml_unique(ROOT / "workflow" / "schemas" / "config.schema.yaml")
+    validate_schema(config, schema)
+    fill_defaults(config, schema)
     return config
 
 
@@ -66,7 +67,7 @@ def job_models(config: dict, specs: dict, job: dict) -> tuple[dict, str]:
     """role -> spec of a decode job, and the method kind decode_seconds understands."""
     if "model" in job:
         return {"large": specs[job["model"]]}, "single"
-    kind = fw.expand_methods(config)[job["method"]]["method"]
+    kind = pj.decode_settings(config, job["variant"])["method"]
     models = {"large": specs[job["large"]], "small": specs[job["small"]]}
     if kind == "proxy":
         models["small_tuned"] = specs[config["models"][job["small"]]["tuned"]]
@@ -84,7 +85,7 @@ def job_cost(config: dict, specs: dict, job: dict, gpu: pl.GpuModel, gpu_memory_
     documents = min(int(bench["limit"]), available)
     seconds = pl.decode_seconds(models, kind, gpu=gpu, documents=documents, batch_size=plan.batch_size,
                                 prompt_tokens=mean_prompt, max_new_tokens=new,
-                                draft_k=int(fw.expand_methods(config).get(job.get("method"), {}).get("k", 5)))
+                                draft_k=int(pj.expand_variants(config).get(job.get("variant"), {}).get("k", 5)))
     return {**job, "kind": kind, "gpus": gpus, "batch_size": plan.batch_size, "documents": documents,
             "hours": seconds / 3600, "gpu_hours": gpus * seconds / 3600,
             "runtime_min": pl.runtime_minutes(seconds)}
@@ -92,7 +93,7 @@ def job_cost(config: dict, specs: dict, job: dict, gpu: pl.GpuModel, gpu_memory_
 
 def disk_rows(config: dict, specs: dict) -> list[dict]:
     return [{"model": name, "params": specs[name].params, "gb": specs[name].params * 2 / 1e9}
-            for name in fw.hub_models(config)]
+            for name in pj.hub_models(config)]
 
 
 def measure_prompts(config: dict, data: dict[str, str]) -> dict[str, tuple[int, int, int]]:
@@ -157,7 +158,7 @@ def main(argv=None) -> None:
     specs = model_specs(config, json.loads(args.architectures.read_text())["models"])
     gpu = pl.GPU_MODELS[args.gpu]
     memory = args.gpu_memory_gb or gpu.memory_gb
-    rows = [job_cost(config, specs, job, gpu, memory) for job in fw.decode_jobs(config) + fw.single_jobs(config)]
+    rows = [job_cost(config, specs, job, gpu, memory) for job in pj.decode_jobs(config) + pj.single_jobs(config)]
     disk = disk_rows(config, specs)
     print(summary(rows, disk, gpu, memory))
     if args.out:

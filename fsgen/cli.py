@@ -1,4 +1,4 @@
-"""`fsgen decode ...` and `fsgen train-router ...` (also `python -m fsgen ...`).
+"""`fsgen decode|train-router|show|status|lm-eval ...` (also `python -m fsgen ...`).
 
 Bad input exits with status 2 and a one-line reason on stderr (`fsgen: error: ...`), before
 any model is loaded where that is possible. Outputs are written atomically.
@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from fsgen.atomic import write_jsonl
+from fsgen.atomic import write_jsonl, write_text
 from fsgen.decoding.config import DEFAULTS
 from fsgen.decoding.methods import METHODS, get_method
 
@@ -60,6 +60,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--top-k", type=int, default=10)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threshold", type=float, default=0.5)
+
+    v = sub.add_parser("show", help="a job's generations with the tokens System 2 decided marked (terminal or HTML)")
+    v.add_argument("trace", help="trace.parquet or its job folder")
+    v.add_argument("--request", type=int, action="append", help="request_id to show (repeatable); default: a sample")
+    v.add_argument("--requests", type=int, default=5, help="sample size when no --request is given")
+    v.add_argument("--seed", type=int, default=0, help="seed of the sample")
+    v.add_argument("--html", help="write a self-contained HTML page here instead of printing")
+    v.add_argument("--tokenizer", help="tokenizer folder or hub id (default: the trace's models)")
+    v.add_argument("--generations", help="generations.jsonl (default: next to the trace)")
+    v.add_argument("--metric", help="lm-eval 'metric,filter' of the verdict (default: the analysis's choice)")
+    v.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+
+    st = sub.add_parser("status", help="progress of a grid: jobs done / running / failed per stage")
+    st.add_argument("--workdir", default=".", help="the workflow's working directory (holds results/ and .snakemake/)")
+    st.add_argument("--configfile", action="append", help="config file(s) of the run (default: WORKDIR/config/config.yaml)")
+    st.add_argument("--all", action="store_true", help="list every job, not only running and failed ones")
+
+    sub.add_parser("lm-eval", add_help=False, help="lm-eval's own command line with the fsgen models registered")
     return parser
 
 
@@ -142,13 +160,57 @@ def run_train_router(args) -> None:
         raise CliError(str(e)) from None
 
 
+def run_show(args) -> None:
+    from fsgen.viewer import load_job, render_job, render_page, sample_requests, use_colour
+
+    try:
+        job = load_job(args.trace, tokenizer=args.tokenizer, generations=args.generations, metric=args.metric)
+    except (FileNotFoundError, KeyError) as e:
+        raise CliError(str(e).strip("'\"")) from None
+    ids = job.request_ids
+    missing = sorted(set(args.request or []) - set(ids))
+    if missing:
+        raise CliError(f"request_id {missing[0]} is not in {job.path} (ids {ids[0]}..{ids[-1]})" if ids
+                       else f"{job.path} has no requests")
+    chosen = sorted(args.request) if args.request else sample_requests(ids, args.requests, args.seed)
+    if args.html:
+        write_text(args.html, render_page(job, chosen, None if args.request else args.seed))
+        print(f"wrote {args.html} ({len(chosen)} requests)")
+    else:
+        sys.stdout.write(render_job(job, chosen, use_colour(sys.stdout, args.color)))
+
+
+def run_lm_eval(argv: list[str]) -> int:
+    """lm-eval's CLI (0.4.13: lm_eval.__main__.cli_evaluate, which reads sys.argv) with the
+    `fsgen` and `fsgen-replay` models registered; every argument is lm-eval's."""
+    import fsgen.harness  # noqa: F401  (registers the models)
+    from lm_eval.__main__ import cli_evaluate
+
+    saved = sys.argv
+    sys.argv = ["lm-eval", *argv]
+    try:
+        cli_evaluate()
+    finally:
+        sys.argv = saved
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["lm-eval"]:  # before argparse: the rest belongs to lm-eval, --help included
+        return run_lm_eval(argv[1:])
     try:
         args = build_parser().parse_args(argv)
         if args.command == "decode":
             run_decode(args)
-        else:
+        elif args.command == "train-router":
             run_train_router(args)
+        elif args.command == "show":
+            run_show(args)
+        elif args.command == "status":
+            from fsgen.status import run_status
+
+            run_status(args)
     except CliError as e:
         print(f"fsgen: error: {e}", file=sys.stderr)
         return 2

@@ -49,23 +49,17 @@ wildcard_constraints:
 
 
 # ------------------------------------------------------------------------------ path patterns
-RESULTS = Path("results")
+# The results layout lives in fsgen.pipeline.paths (fsgen status reads the same places).
+from fsgen.pipeline.paths import (
+    BENCH, FIGURES, JOB_DIR, LOGS, PAIR_DIR, PREFLIGHT, REPORT_HTML, RESULTS, RESUME_DIR, SINGLE_DIR, TABLES,
+    TASK_OVERRIDES, parse_job as job_of_folder,
+)
+
 CONDA_ENV = "../workflow/envs/fsgen.yaml"  # relative to rules/
 DEMO_DATA = RESULTS / "demo" / "data" / "{split}.jsonl"
 DEMO_TOKENIZER = RESULTS / "demo" / "tokenizer" / "tokenizer.json"
 MODEL_SIDECAR = RESULTS / "models" / "{trained}" / "fsgen_model.json"
-TASK_OVERRIDES = RESULTS / "tasks" / "overrides.json"
-PREFLIGHT = RESULTS / "preflight" / "preflight.json"
 FETCH_MANIFEST = Path(config["cache_dir"]) / "fsgen_fetch.json"
-PAIR_DIR = RESULTS / "{benchmark}" / "{variant}" / "{large}__{small}"
-SINGLE_DIR = RESULTS / "{benchmark}" / pj.SINGLE / "{model}"
-LOGS = RESULTS / "logs"
-BENCH = RESULTS / "benchmarks"
-# finished requests of decode jobs (fsgen.resume): outside every declared output, which Snakemake
-# deletes when a job fails, so a killed or timed-out job resumes where it stopped
-RESUME_DIR = RESULTS / ".resume"
-TABLES = RESULTS / "tables"
-FIGURES = RESULTS / "figures"
 
 # Library modules each stage runs: Snakemake does not track imports, so they are inputs (an edit
 # reruns that stage and what follows, and nothing before it). The lists live in fsgen.fingerprint.
@@ -214,10 +208,6 @@ def score_runtime(wildcards, attempt):
     return pr.grown(RES["score_runtime"], attempt, RES["growth"])
 
 
-# A job folder below results/<benchmark>/: "<method>/<large>__<small>" or "single/<model>".
-JOB_DIR = RESULTS / "{benchmark}" / "{job}"
-
-
 def job_constraint():
     models = alternation(config["models"])
     return f"(?:(?:{alternation(VARIANTS)})/(?:{models})__(?:{models})|{pj.SINGLE}/(?:{models}))"
@@ -225,11 +215,7 @@ def job_constraint():
 
 def parse_job(wildcards):
     """{benchmark, variant, large, small} of a pair job or {benchmark, model} of a single."""
-    head, _, rest = wildcards.job.partition("/")
-    if head == pj.SINGLE:
-        return {"benchmark": wildcards.benchmark, "model": rest}
-    large, _, small = rest.partition("__")
-    return {"benchmark": wildcards.benchmark, "variant": head, "large": large, "small": small}
+    return job_of_folder(wildcards.benchmark, wildcards.job)
 
 
 def stats_inputs(wildcards):
@@ -247,9 +233,6 @@ def stats_inputs(wildcards):
 def job_identity(wildcards):
     """The job as fsgen.analysis.analyze_job expects it (JOB_KEYS)."""
     return pj.job_identity(config, parse_job(wildcards))
-
-
-REPORT_HTML = RESULTS / "report.html"
 
 
 def effective_config():

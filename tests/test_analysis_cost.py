@@ -109,11 +109,11 @@ def test_flops_per_model_by_hand():
 
 @pytest.fixture(scope="module")
 def systems(tmp_path_factory):
-    from fsgen.engine import load_systems
+    from fsgen.decoding.engine import load_systems
     from fsgen.testing import build_tiny_family
 
     family = build_tiny_family(tmp_path_factory.mktemp("family"))
-    return load_systems(str(family["small"]), str(family["large"]), str(family["small_tuned"]), method="proxy")
+    return load_systems("proxy", small=str(family["small"]), large=str(family["large"]), small_tuned=str(family["small_tuned"]))
 
 
 @pytest.mark.parametrize("method,router,k", [("oracle", "entropy:4.2", 1), ("proxy", "always", 1),
@@ -121,9 +121,9 @@ def systems(tmp_path_factory):
 def test_tokens_read_equal_the_forwards_of_a_real_run(systems, monkeypatch, method, router, k):
     """Counted from the trace = tokens the models' forwards actually processed (batched run;
     speculative with k = 1, where no round drafts fewer than k)."""
-    from fsgen.config import DecodeConfig
-    from fsgen.engine import decode, prepare_prompt
-    from fsgen.runner import CachedModel
+    from fsgen.decoding.config import DecodeConfig
+    from fsgen.decoding.engine import decode, prepare_prompt
+    from fsgen.decoding.kvcache import CachedModel
 
     read = Counter()
     forward = CachedModel.forward

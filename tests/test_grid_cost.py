@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fsgen import workflow as fw
+from fsgen.pipeline import jobs as pj
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -23,7 +23,7 @@ def test_paper_grid_cost_covers_every_job(tmp_path, capsys):
     printed = capsys.readouterr().out
     result = json.loads((tmp_path / "rows.json").read_text())
     config = grid_cost.load_config(ROOT / "config" / "paper.yaml")
-    jobs = fw.decode_jobs(config) + fw.single_jobs(config)
+    jobs = pj.decode_jobs(config) + pj.single_jobs(config)
     assert len(result["jobs"]) == len(jobs) and len(jobs) > 300
     for row in result["jobs"]:
         bench = config["benchmarks"][row["benchmark"]]
@@ -35,7 +35,7 @@ def test_paper_grid_cost_covers_every_job(tmp_path, capsys):
                    and r["small"] == "Qwen1.5-32B"]
     # 3 models, 255.7 GiB of weights: more than 3 cards of 80 GiB hold (72.1 GiB usable each)
     assert len(proxy_72_32) == 3 and all(r["gpus"] >= 4 for r in proxy_72_32)
-    assert sorted(d["model"] for d in result["disk"]) == sorted(fw.hub_models(config))
+    assert sorted(d["model"] for d in result["disk"]) == sorted(pj.hub_models(config))
     total_gb = sum(d["gb"] for d in result["disk"])
     assert f"Disk (bfloat16 weights): {total_gb:.0f} GB for 14 models" in printed
     assert f"{sum(r['gpu_hours'] for r in result['jobs']):.0f} over {len(jobs)} decode jobs" in printed

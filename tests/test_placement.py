@@ -1,4 +1,4 @@
-"""fsgen.placement: plans for the paper's largest jobs on 80 and 141 GiB cards (Qwen1.5's real
+"""fsgen.decoding.placement: plans for the paper's largest jobs on 80 and 141 GiB cards (Qwen1.5's real
 architectures, config/reference/qwen1.5_architectures.json), checked by accounting written here;
 device maps that transformers loads; the job's GPUs, host memory and run-time guess."""
 

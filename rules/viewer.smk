@@ -1,0 +1,50 @@
+# Token-level viewer (fsgen.viewer): one self-contained HTML page per pair x method x benchmark
+# showing a seeded sample of its requests with the tokens System 2 decided marked, in the
+# report's "Examples" category. In-process like score (fsgen.pipeline.rulescript): a page is well under a
+# second of work. Config (proposed): viewer: {requests: 5, seed: 0}.
+
+VIEWER = {"requests": 5, "seed": 0, **config.get("viewer", {})}
+VIEWER_CODE = sorted(str(p) for p in (FSGEN / "viewer").glob("*.py"))
+VIEWER_PAGE = PAIR_DIR / "viewer.html"
+
+
+localrules:
+    viewer_all,
+
+
+def viewer_tokenizer(wildcards):
+    """The pair's tokenizer: the small model's folder or hub id (preflight checked they agree)."""
+    return config["models"][wildcards.small]["path"]
+
+
+def viewer_pages():
+    return [str(VIEWER_PAGE).format(**j) for j in PAIR_JOBS]
+
+
+rule viewer_page:
+    input:
+        trace=PAIR_DIR / "trace.parquet",
+        generations=PAIR_DIR / "generations.jsonl",
+        metrics=PAIR_DIR / "metrics.json",
+        models=pair_decode_inputs,
+        code=[*VIEWER_CODE, script_file("viewer")],
+    output:
+        page=report(
+            VIEWER_PAGE,
+            category="Examples",
+            subcategory="{benchmark}",
+            labels={"method": "{method}", "System 2": "{large}", "System 1": "{small}"},
+        ),
+    params:
+        requests=VIEWER["requests"],
+        seed=VIEWER["seed"],
+        tokenizer=viewer_tokenizer,
+    log:
+        LOGS / "viewer" / "{benchmark}" / "{method}" / "{large}__{small}.log",
+    run:
+        run_in_process("viewer", input, output, params, wildcards, threads, resources, log, rule)
+
+
+rule viewer_all:
+    input:
+        viewer_pages(),
