@@ -197,7 +197,8 @@ def test_full_analysis_renders_everything(study, tmp_path):
     reference = synthetic_reference()
     tables = build_tables(load_records(paths), reference)
     fits, residuals = scaling_tables(tables["jobs"], reference)
-    assert (fits["status"] == "ok").all()
+    # fitted, or flagged: a parameter at its 0.05 bound leaves the exponent unidentified
+    assert (fits["status"].eq("ok") | fits["status"].str.startswith("not identified")).all()
     # routed runs need not follow the law (the bounds a, α, b ≥ 0.05 can give R² < 0); the rest do
     law_like = fits[~fits["method"].str.contains("entropy")]
     assert law_like["r2"].between(0, 1).all() and law_like["alt_r2"].between(0, 1).all()

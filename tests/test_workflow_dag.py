@@ -57,8 +57,8 @@ def test_paper_grid_dry_run_with_slurm_executor(repo):
         assert int(res["mem_mb"]) == 64000 and int(res["runtime"]) == 720 and int(res["batch_size"]) == 8
         assert "slurm_extra" not in res
         if wc["benchmark"] == "mtbench":
-            assert wc["large"].endswith("-Chat") and wc["method"] != "proxy"
-        seen.add((wc["benchmark"], wc["method"], wc["large"], wc["small"]))
+            assert wc["large"].endswith("-Chat") and wc["variant"] != "proxy"
+        seen.add((wc["benchmark"], wc["variant"], wc["large"], wc["small"]))
     assert len(seen) == len(pair_jobs)
     for job in dry_run_resources(out, "decode_single"):
         assert int(job["resources"]["gpu"]) == PAPER_GPUS[size(job["wildcards"]["model"])]
