@@ -258,6 +258,8 @@ def says_degenerate(tables, panels, summary):
         "no intervention").all()
     assert tables["fits"]["status"].ne("ok").all()
     assert "no generated tokens" in summary
+    assert set(notes(panels, "uncertainty_distributions")) == {"no generated tokens"}  # run, but empty
+    assert panels["router_offline"]["status"] == "no data"  # never intervened: recall undefined
 
 
 def says_no_oracle_no_metrics(tables, panels, summary):

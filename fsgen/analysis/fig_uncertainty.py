@@ -64,12 +64,14 @@ def fig_uncertainty(tables):
     hist = _always_rows(tables, "histograms")
     if hist.empty:
         return "no tokens from a pair job with router always"
-    methods, benchmarks = sorted(hist["method"].unique()), sorted(hist["benchmark"].unique())
+    jobs = always_jobs(tables)
+    methods, benchmarks = sorted(hist["method"].unique()), sorted(jobs["benchmark"].unique())
+    run = set(zip(jobs["method"], jobs["benchmark"]))
     fig, axes = grid(len(methods), len(benchmarks) * len(SIGNAL_LABELS), w=2.9, h=2.3)
     for r, method in enumerate(methods):
         for b, bench in enumerate(benchmarks):
             rows = hist[(hist["method"] == method) & (hist["benchmark"] == bench)]
-            why = f"{method} not run on {bench}" if rows.empty else "no generated tokens"
+            why = "no generated tokens" if (method, bench) in run else f"{method} not run on {bench}"
             for s, (signal, label) in enumerate(SIGNAL_LABELS):
                 ax = axes[r, b * len(SIGNAL_LABELS) + s]
                 _histogram_panel(ax, rows[rows["signal"] == signal], why)
