@@ -3,22 +3,8 @@
 # report's "Examples" category. In-process like score (fsgen.pipeline.rulescript): a page is well
 # under a second of work. Config: viewer: {requests, seed} (workflow/schemas/config.schema.yaml).
 
-VIEWER = config["viewer"]
-VIEWER_CODE = sorted(str(p) for p in (FSGEN / "viewer").glob("*.py"))
-VIEWER_PAGE = PAIR_DIR / "viewer.html"
-
-
 localrules:
     viewer_all,
-
-
-def viewer_tokenizer(wildcards):
-    """The pair's tokenizer: the small model's folder or hub id (preflight checked they agree)."""
-    return config["models"][wildcards.small]["path"]
-
-
-def viewer_pages():
-    return [str(VIEWER_PAGE).format(**j) for j in PAIR_JOBS]
 
 
 rule viewer_page:
