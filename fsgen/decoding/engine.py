@@ -34,6 +34,7 @@ from fsgen.decoding.models import (
     load_model,
     load_tokenizer,
     shared_vocab_size,
+    tokenizer_eos_ids,
 )
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,13 @@ log = logging.getLogger(__name__)
 class Systems:
     """What decode() runs on: the shared tokenizer and the models of the roles a method needs."""
 
-    tokenizer: object  # the shared tokenizer (left padding, pad token set)
+    tokenizer: object  # the shared tokenizer (the first role's; left padding, pad token set)
     models: dict[str, torch.nn.Module] = field(default_factory=dict)  # role -> model (small, large, ...)
     names: dict[str, str] = field(default_factory=dict)  # role -> path/id, for metadata
     vocab_size: int = 0  # shared tokenizer vocabulary; logits past it are dropped
+    # role -> EOS ids of that role's own tokenizer: tokenizers that share the ids may still name
+    # other EOS tokens (Qwen1.5 base `<|endoftext|>`, -Chat `<|im_end|>`); decoding stops at all
+    tokenizer_eos: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def model(self, role: str) -> torch.nn.Module:
         if self.models.get(role) is None:
@@ -55,7 +59,24 @@ class Systems:
 
     def alone(self, role: str) -> Systems:
         """The model of `role` as the lone model of method `single` (a baseline from a loaded pair)."""
-        return Systems(self.tokenizer, {"model": self.model(role)}, {"model": self.names.get(role, role)}, self.vocab_size)
+        eos = {"model": self.tokenizer_eos[role]} if role in self.tokenizer_eos else {}
+        return Systems(self.tokenizer, {"model": self.model(role)}, {"model": self.names.get(role, role)},
+                       self.vocab_size, eos)
+
+    def stop_token_ids(self, roles) -> set[int]:
+        """Where decoding with the models of `roles` stops: the shared tokenizer's EOS, each
+        role's own tokenizer EOS and each model's generation_config EOS."""
+        from fsgen.decoding.stopping import eos_token_ids
+
+        ids = eos_token_ids(self.tokenizer, *(self.models.get(role) for role in roles))
+        for role in roles:
+            ids.update(self.tokenizer_eos.get(role, ()))
+        return ids
+
+    @property
+    def tokenizer_model(self) -> str:
+        """The model whose tokenizer is the shared one (the first role loaded), for messages."""
+        return next(iter(self.names.values()), "the shared tokenizer's model")
 
     # the usual roles by name (None when not loaded)
     small = property(lambda self: self.models.get("small"))  # System 1 of most methods
@@ -83,8 +104,10 @@ def load_systems(
     """Load the models `method` needs, given by role (small=..., large=..., small_tuned=..., model=...).
 
     The tokenizers are loaded and compared before any weights (TokenizerMismatch naming both
-    models); a role the method needs that is missing (or None) raises ValueError naming it.
-    Models of roles the method does not use are not loaded.
+    models when they map strings to other ids; other special tokens or chat templates are only
+    logged); each role's tokenizer EOS is kept in `Systems.tokenizer_eos`. A role the method
+    needs that is missing (or None) raises ValueError naming it. Models of roles the method
+    does not use are not loaded.
     """
     spec = get_method(method)
     known = {role for m in METHODS.values() for role in m.roles}
@@ -94,12 +117,14 @@ def load_systems(
         if models.get(role) is None:
             raise ValueError(f"method {method!r} needs the {role} model (--{role.replace('_', '-')})")
     names = {role: str(models[role]) for role in spec.roles}
-    tokenizers = {names[role]: load_tokenizer(names[role], trust_remote_code) for role in names}
+    by_role = {role: load_tokenizer(names[role], trust_remote_code) for role in names}
+    tokenizers = {names[role]: tok for role, tok in by_role.items()}
     if len(tokenizers) > 1:
         check_shared_tokenizer(tokenizers)
-    tokenizer = next(iter(tokenizers.values()))
+    tokenizer = by_role[spec.roles[0]]
     loaded = {role: load_model(names[role], dtype, device, trust_remote_code) for role in names}
-    return Systems(tokenizer=tokenizer, models=loaded, names=names, vocab_size=shared_vocab_size(tokenizer))
+    return Systems(tokenizer=tokenizer, models=loaded, names=names, vocab_size=shared_vocab_size(tokenizer),
+                   tokenizer_eos={role: tokenizer_eos_ids(tok) for role, tok in by_role.items()})
 
 
 @dataclass
@@ -168,6 +193,7 @@ def run_metadata(systems: Systems, config: DecodeConfig) -> dict:
         "seed": config.seed,
         "k": config.k,
         "vocab_size": systems.vocab_size,
+        "eos_token_ids": sorted(systems.stop_token_ids(get_method(config.method).roles)),
         "versions": {"fsgen": fsgen_version(), "torch": torch.__version__, "transformers": transformers.__version__},
     }
 
@@ -214,7 +240,7 @@ def decode(
     from tqdm.auto import tqdm
 
     from fsgen.decoding.routers import build_router
-    from fsgen.decoding.stopping import StopCriteria, eos_token_ids
+    from fsgen.decoding.stopping import StopCriteria
     from fsgen.trace import empty_trace
 
     method = require_roles(systems, config.method)
@@ -227,8 +253,7 @@ def decode(
     prompt_ids = [
         prepare_prompt(systems.tokenizer, p, rid, config.max_new_tokens, context) for p, rid in zip(prompts, request_ids)
     ]
-    models = [systems.models[role] for role in method.roles]
-    stop = StopCriteria(systems.tokenizer, eos_token_ids(systems.tokenizer, *models), config.stop, config.max_new_tokens)
+    stop = StopCriteria(systems.tokenizer, systems.stop_token_ids(method.roles), config.stop, config.max_new_tokens)
 
     order = sorted(range(len(prompts)), key=lambda i: -len(prompt_ids[i]))
     batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
