@@ -145,9 +145,17 @@ def context_length(systems: Systems, method: str) -> int | None:
     return min(lengths) if lengths else None
 
 
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """Token ids of a prompt with the tokenizer's default special tokens, except a second BOS:
+    a prompt that starts with the BOS text (a chat template's `{{ bos_token }}`) keeps only it."""
+    bos = tokenizer.bos_token
+    starts_with_bos = bool(bos) and prompt.startswith(bos)
+    return list(tokenizer(prompt, add_special_tokens=not starts_with_bos).input_ids)
+
+
 def prepare_prompt(tokenizer, prompt: str, request_id: int, max_new_tokens: int, context: int | None) -> list[int]:
     """Token ids of one prompt: BOS for an empty prompt, left-truncated to fit the context."""
-    ids = list(tokenizer(prompt).input_ids)
+    ids = encode_prompt(tokenizer, prompt)
     if not ids:
         if tokenizer.bos_token_id is None:
             raise ValueError(f"request {request_id}: empty prompt and the tokenizer has no BOS token to start from")
