@@ -99,9 +99,13 @@ def load_systems(
     dtype: str = "float32",
     device: str = "cpu",
     trust_remote_code: bool = False,
+    placement=None,
     **models: str | None,
 ) -> Systems:
     """Load the models `method` needs, given by role (small=..., large=..., small_tuned=..., model=...).
+
+    `placement` (a `fsgen.decoding.placement.Placement` with every role): each model is loaded
+    with its device map (weights streamed to the GPUs); `device` is then not used.
 
     The tokenizers are loaded and compared before any weights (TokenizerMismatch naming both
     models when they map strings to other ids; other special tokens or chat templates are only
@@ -122,9 +126,39 @@ def load_systems(
     if len(tokenizers) > 1:
         check_shared_tokenizer(tokenizers)
     tokenizer = by_role[spec.roles[0]]
-    loaded = {role: load_model(names[role], dtype, device, trust_remote_code) for role in names}
+    if placement is not None and set(placement.models) != set(names):
+        raise ValueError(f"the placement plans roles {sorted(placement.models)}, method {method!r} loads {sorted(names)}")
+    maps = {role: placement.from_pretrained_kwargs(role)["device_map"] if placement else None for role in names}
+    loaded = {role: load_model(names[role], dtype, device, trust_remote_code, maps[role]) for role in names}
     return Systems(tokenizer=tokenizer, models=loaded, names=names, vocab_size=shared_vocab_size(tokenizer),
                    tokenizer_eos={role: tokenizer_eos_ids(tok) for role, tok in by_role.items()})
+
+
+def load_job_systems(method: str, *, dtype: str, batch_size: int, max_new_tokens: int, prompt_tokens: int,
+                     trust_remote_code: bool = False, gpus: dict[str, int | None] | None = None,
+                     **models: str) -> tuple[Systems, int]:
+    """Load a decode job's models where it runs: (systems, batch size).
+
+    With CUDA every model is placed by the planner (`fsgen.decoding.placement`) over exactly the
+    visible GPUs (`torch.cuda.device_count()`, planned at the smallest card's memory; `gpus`:
+    role -> GPUs of its own, the config's `gpus:`), the plan is logged (the job's log), and the
+    batch size is min(the plan's, `batch_size`). Without CUDA: on the CPU, `batch_size` as given.
+    Roles and the System 2 placed first come from the method registry (`system2_role`).
+    """
+    from fsgen.decoding.models import model_spec, visible_gpus
+    from fsgen.decoding.placement import plan_placement, system2_role
+
+    n_gpus, memory_gb = visible_gpus()
+    if n_gpus == 0:
+        return load_systems(method, dtype=dtype, device="cpu", trust_remote_code=trust_remote_code, **models), batch_size
+    roles = get_method(method).roles
+    specs = {role: model_spec(str(models[role]), str(models[role]), dtype, trust_remote_code, (gpus or {}).get(role))
+             for role in roles if models.get(role) is not None}
+    plan = plan_placement(specs, n_gpus=n_gpus, gpu_memory_gb=memory_gb, batch_cap=batch_size,
+                          prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens, system2=system2_role(method))
+    log.info("%s", plan.text())
+    systems = load_systems(method, dtype=dtype, trust_remote_code=trust_remote_code, placement=plan, **models)
+    return systems, min(plan.batch_size, batch_size)
 
 
 @dataclass

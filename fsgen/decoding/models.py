@@ -142,20 +142,48 @@ def load_model(
     dtype: str = "float32",
     device: str = "cpu",
     trust_remote_code: bool = False,
+    device_map: dict | None = None,
 ) -> torch.nn.Module:
     """`AutoModelForCausalLM.from_pretrained` with the caller's dtype and device, in eval mode.
 
-    `device="auto"` spreads a model larger than one GPU over all visible GPUs (`device_map="auto"`).
+    `device_map` (a placement plan's, `fsgen.decoding.placement`): the weights stream from the
+    checkpoint to the mapped GPUs (`from_pretrained(device_map=..., dtype=...)`, no `.to()`, no
+    full copy in host memory). `device="auto"` spreads a model larger than one GPU over all
+    visible GPUs (`device_map="auto"`).
     """
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
     kwargs = {"dtype": DTYPES[dtype], "trust_remote_code": trust_remote_code}
-    if device == "auto":
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    elif device == "auto":
         kwargs["device_map"] = "auto"
     model = AutoModelForCausalLM.from_pretrained(path_or_id, **kwargs)
-    if device != "auto":
+    if "device_map" not in kwargs:
         model = model.to(device)
     return model.eval()
+
+
+def model_spec(name: str, path_or_id: str, dtype: str, trust_remote_code: bool = False, gpus: int | None = None):
+    """The placement planner's `ModelSpec` of a model, from its config.json (`AutoConfig` on a
+    folder or hub id; no weights are read). dtype "auto": the checkpoint's own."""
+    from transformers import AutoConfig
+
+    from fsgen.decoding.placement import ModelSpec
+
+    config = AutoConfig.from_pretrained(path_or_id, trust_remote_code=trust_remote_code).to_dict()
+    if dtype == "auto":
+        dtype = str(config.get("dtype") or config.get("torch_dtype") or "float32").removeprefix("torch.")
+    return ModelSpec.from_hf_config(name, config, dtype=dtype, gpus=gpus)
+
+
+def visible_gpus() -> tuple[int, float]:
+    """(number of GPUs this process sees, the smallest one's memory in GiB); (0, 0.0) without CUDA."""
+    if not torch.cuda.is_available():
+        return 0, 0.0
+    count = torch.cuda.device_count()
+    memory = min((torch.cuda.get_device_properties(i).total_memory for i in range(count)), default=0)
+    return count, memory / (1 << 30)
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
