@@ -68,7 +68,9 @@ def test_entry_resolves_chat_template_from_models():
 def test_chat_benchmark_decodes_chat_prompts_and_scores_them(chat_models, tasks_dir, tmp_path):
     systems = engine.load_systems("oracle", small=str(chat_models["small"]), large=str(chat_models["large"]))
     entry = {**ENTRY, "models": "tuned"}
-    run_decode("qa", entry, None, tmp_path, lm=FsgenLM(systems=systems, method="oracle"), tasks_dir=tasks_dir)
+    lm = FsgenLM(systems=systems, method="oracle")
+    assert lm.chat_template(True) == CHATML_TEMPLATE  # lm-eval's selection (TemplateLM) sees the template
+    run_decode("qa", entry, None, tmp_path, lm=lm, tasks_dir=tasks_dir)
     expected = [chatml(f"Question: {q}\nAnswer:") for q, _ in QUESTIONS]
     samples = sorted(read_samples(tmp_path / "samples.jsonl"), key=lambda s: s["doc_id"])
     assert [s["arguments"][0][0] for s in samples] == expected

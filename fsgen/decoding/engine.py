@@ -127,7 +127,8 @@ def load_systems(
         check_shared_tokenizer(tokenizers)
     tokenizer = by_role[spec.roles[0]]
     if placement is not None and set(placement.models) != set(names):
-        raise ValueError(f"the placement plans roles {sorted(placement.models)}, method {method!r} loads {sorted(names)}")
+        raise ValueError(f"the placement plans roles {sorted(placement.models)}, "
+                         f"method {method!r} loads {sorted(names)}")
     maps = {role: placement.from_pretrained_kwargs(role)["device_map"] if placement else None for role in names}
     loaded = {role: load_model(names[role], dtype, device, trust_remote_code, maps[role]) for role in names}
     return Systems(tokenizer=tokenizer, models=loaded, names=names, vocab_size=shared_vocab_size(tokenizer),
@@ -150,7 +151,8 @@ def load_job_systems(method: str, *, dtype: str, batch_size: int, max_new_tokens
 
     n_gpus, memory_gb = visible_gpus()
     if n_gpus == 0:
-        return load_systems(method, dtype=dtype, device="cpu", trust_remote_code=trust_remote_code, **models), batch_size
+        systems = load_systems(method, dtype=dtype, device="cpu", trust_remote_code=trust_remote_code, **models)
+        return systems, batch_size
     roles = get_method(method).roles
     specs = {role: model_spec(str(models[role]), str(models[role]), dtype, trust_remote_code, (gpus or {}).get(role))
              for role in roles if models.get(role) is not None}

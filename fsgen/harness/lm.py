@@ -207,9 +207,9 @@ class FsgenLM(TemplateLM):
     def check_chat_template(self, benchmark: str | None = None) -> None:
         """ChatTemplateMissing naming the model when its tokenizer has no chat template."""
         if not getattr(self.tokenizer, "chat_template", None):
-            what = f"benchmark {benchmark!r} asks for chat prompts (chat_template)" if benchmark else "chat prompts asked for"
-            raise ChatTemplateMissing(f"{what}, but the tokenizer of model {self.systems.tokenizer_model!r} has no chat "
-                                      f"template; set chat_template: false or use a chat model")
+            what = f"benchmark {benchmark!r} asks for chat prompts (chat_template)" if benchmark else "chat prompts"
+            raise ChatTemplateMissing(f"{what}, but the tokenizer of model {self.systems.tokenizer_model!r} has "
+                                      f"no chat template; set chat_template: false or use a chat model")
 
     def apply_chat_template(self, chat_history: list[dict], add_generation_prompt: bool = True) -> str:
         """lm-eval's hook under `apply_chat_template=True`: the conversation as one prompt string."""

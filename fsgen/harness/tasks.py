@@ -42,7 +42,7 @@ BENCHMARK_DEFAULTS = {
     "max_new_tokens": DEFAULTS.max_new_tokens,  # lm-eval max_gen_toks for generate_until tasks
     "batch_size": DEFAULTS.batch_size,
     "allow_code_execution": False,
-    "models": "base",  # which variant decodes it: base models or their tuned (chat) variants (the pipeline's job models)
+    "models": "base",  # decoded with the base models or their tuned (chat) variants (the pipeline's job models)
     "chat_template": None,  # render prompts with the tokenizer's chat template; None: true when `models` is tuned
 }
 MODEL_VARIANTS = ("base", "tuned")
