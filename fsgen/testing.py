@@ -119,3 +119,47 @@ def write_generation_task(folder: str | Path, name: str, data: str | Path) -> Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(_GENERATION_TASK.format(name=name, data=data))
     return path
+
+
+# ---------------------------------------------------------------- tokenizer variants
+
+CHAT_TOKENS = ("<|im_start|>", "<|im_end|>")
+# ChatML, as Qwen1.5-Chat renders a conversation (system prompt only when one is given)
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tokenizer_variant(source: str | Path, out_dir: str | Path, *, eos_token: str | None = None,
+                      chat_template: str | None = None, swap: tuple[str, str] | None = None) -> PreTrainedTokenizerFast:
+    """A copy of the tokenizer saved in `source`, written to `out_dir`, with another EOS token,
+    a chat template, or the ids of two vocabulary tokens swapped (same size, other ids)."""
+    import json
+
+    out_dir = Path(out_dir)
+    tok = PreTrainedTokenizerFast.from_pretrained(str(source))
+    if swap is not None:
+        spec = json.loads(tok.backend_tokenizer.to_str())
+        vocab = spec["model"]["vocab"]
+        vocab[swap[0]], vocab[swap[1]] = vocab[swap[1]], vocab[swap[0]]
+        special = dict(tok.special_tokens_map)
+        tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)), **special)
+    if eos_token is not None:
+        tok.eos_token = eos_token
+    if chat_template is not None:
+        tok.chat_template = chat_template
+    tok.save_pretrained(str(out_dir))
+    return tok
+
+
+def build_chat_tokenizers(root: str | Path) -> tuple[PreTrainedTokenizerFast, PreTrainedTokenizerFast]:
+    """A base tokenizer and its chat variant, as Qwen1.5 and Qwen1.5-Chat: one vocabulary (ChatML's
+    `<|im_start|>` / `<|im_end|>` added to both); the chat one ends with `<|im_end|>` instead of
+    `</s>` and has a ChatML chat template. Saved in root/base and root/chat."""
+    root = Path(root)
+    base = build_tokenizer(root / "base")
+    base.add_special_tokens({"additional_special_tokens": list(CHAT_TOKENS)})
+    base.save_pretrained(str(root / "base"))
+    chat = tokenizer_variant(root / "base", root / "chat", eos_token=CHAT_TOKENS[1], chat_template=CHATML_TEMPLATE)
+    return PreTrainedTokenizerFast.from_pretrained(str(root / "base")), chat
