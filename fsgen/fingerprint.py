@@ -106,8 +106,10 @@ PACKAGE = Path(__file__).resolve().parent
 DECODE_CODE = ("__init__.py", "decoding/*.py", "trace.py", "resume.py", "fingerprint.py", "atomic.py",
                "harness/__init__.py", "harness/lm.py", "harness/run.py", "harness/tasks.py",
                "harness/lm_eval_tasks/*/*.yaml", "harness/lm_eval_tasks/*/*.py")
-# What determines a score: lm-eval's replay, the task setup and code execution.
-SCORE_CODE = ("harness/replay.py", "harness/code_eval.py", "harness/tasks.py", "sandbox.py")
+# What determines a score: lm-eval's replay (and the chat rendering it repeats), the runner, the task
+# setup and code execution.
+SCORE_CODE = ("harness/replay.py", "harness/run.py", "harness/lm.py", "harness/code_eval.py", "harness/tasks.py",
+              "harness/lm_eval_tasks/*/*.yaml", "harness/lm_eval_tasks/*/*.py", "sandbox.py")
 
 
 def code_files(patterns: tuple[str, ...], package: Path = PACKAGE) -> list[Path]:
