@@ -8,8 +8,14 @@ params: models (role -> {"name", "path", "dtype", "params"}; the roles of the me
     benchmark (harness entry, see fsgen.harness.tasks), include_path (folder of the task override
     YAMLs), resume_dir (fsgen.resume cache folder, outside the outputs: Snakemake deletes those
     of a failed job)
+wildcards: benchmark, variant, large, small (decode_pair) or benchmark, model (decode_single):
+    the job's identity, part of its resume key and recorded in the cache folder's key.json
 resources: batch_size (halved on retries; a row's result does not depend on it)
 threads: torch CPU threads; log[0]: the log file
+
+The resume cache serves attempts that did not finish (killed, timed out, out of memory). Once the
+outputs are written the job's cache folders are removed: any later run of this job (forced,
+or rerun for changed code, params or inputs) decodes afresh.
 """
 
 import logging
@@ -21,6 +27,7 @@ from fsgen.decoding import DecodeConfig, load_systems
 from fsgen.harness.lm import FsgenLM
 from fsgen.harness.run import run_decode
 from fsgen.pipeline.rulescript import log_to
+from fsgen.resume import remove_job_caches
 
 snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
 log_to(snakemake.log[0])
@@ -43,6 +50,11 @@ systems = load_systems(
     **{role: spec["path"] for role, spec in models.items()},
 )
 resume_dir = getattr(snakemake.params, "resume_dir", None)  # the rules always give one
-lm = FsgenLM(systems=systems, config=config, resume_dir=str(resume_dir) if resume_dir else None)
+job = {name: str(getattr(snakemake.wildcards, name))
+       for name in ("benchmark", "variant", "large", "small", "model") if hasattr(snakemake.wildcards, name)}
+lm = FsgenLM(systems=systems, config=config, resume_dir=str(resume_dir) if resume_dir else None, job=job)
 run_decode(snakemake.wildcards.benchmark, entry, None, out_dir, lm=lm, include_path=snakemake.params.include_path)
+if resume_dir:
+    for folder in remove_job_caches(resume_dir, job):  # the outputs now hold every request
+        logging.info("removed the resume cache %s of the finished job", folder)
 logging.info("done: %s", out_dir)
