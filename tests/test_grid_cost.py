@@ -31,7 +31,7 @@ def test_paper_grid_cost_covers_every_job(tmp_path, capsys):
         assert row["gpu_hours"] == pytest.approx(row["gpus"] * row["hours"])
         assert 0 < row["runtime_min"] <= 24 * 60
         assert row["documents"] == min(bench["limit"], grid_cost.PROMPT_TOKENS[row["benchmark"]][0])
-    proxy_72_32 = [r for r in result["jobs"] if r.get("method") == "proxy" and r["large"] == "Qwen1.5-72B"
+    proxy_72_32 = [r for r in result["jobs"] if r.get("variant") == "proxy" and r["large"] == "Qwen1.5-72B"
                    and r["small"] == "Qwen1.5-32B"]
     # 3 models, 255.7 GiB of weights: more than 3 cards of 80 GiB hold (72.1 GiB usable each)
     assert len(proxy_72_32) == 3 and all(r["gpus"] >= 4 for r in proxy_72_32)
