@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from fsgen.analysis import analyze_job
+from fsgen.analysis.job import analyze_job
 from fsgen.analysis.routing import offline_router_curves, on_grid, sweep_curve
-from fsgen.analysis.speculative import measured_acceptance, predicted_acceptance, simulate_rounds
+from fsgen.analysis.acceptance import measured_acceptance, predicted_acceptance, simulate_rounds
 from fsgen.analysis.stats import bootstrap_frequency, collaboration_stats, primary_metric
 from fsgen.analysis.uncertainty import auroc, intervention_position_shares, signal_aurocs
 
@@ -205,7 +205,7 @@ def test_offline_router_curves_on_separable_trace():
 
 def test_analyze_job_oracle_record():
     trace = make_trace([[0, 1, 0, 0], [1, 0, 0], [0, 0, 1, 0, 0]])
-    job = {"benchmark": "arith", "method": "oracle", "kind": "oracle", "large": "L", "small": "S",
+    job = {"benchmark": "arith", "variant": "oracle", "method": "oracle", "large": "L", "small": "S",
            "large_params": 4e9, "small_params": 1e9}
     metrics = {"metrics": {"exact_match,none": 0.5}}
     rec = analyze_job(trace, job, {"router": "always"}, metrics, {"metrics": {"exact_match,none": 0.3}}, None,
@@ -213,5 +213,5 @@ def test_analyze_job_oracle_record():
     assert rec["job"]["router"] == "always"
     assert rec["accuracy"]["method"] == 0.5 and rec["accuracy"]["small"] == 0.3 and math.isnan(rec["accuracy"]["large"])
     assert len(rec["predicted_speculative"]) == 8 and "router_offline" in rec
-    with pytest.raises(KeyError, match="kind"):
+    with pytest.raises(KeyError, match="variant"):
         analyze_job(trace, {"benchmark": "arith", "method": "oracle"})

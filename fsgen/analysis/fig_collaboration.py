@@ -23,8 +23,8 @@ def reasons(df: pd.DataFrame, column: str = "status", default: str = "no values"
     return "; ".join(found[:3]) or default
 
 
-def not_run_note(sub: pd.DataFrame, methods: list[str]) -> str:
-    absent = [m for m in methods if m not in set(sub["method"])]
+def not_run_note(sub: pd.DataFrame, variants: list[str]) -> str:
+    absent = [m for m in variants if m not in set(sub["variant"])]
     return f"\n(not run: {', '.join(absent)})" if absent else ""
 
 
@@ -32,26 +32,26 @@ def fig_accuracy(tables):
     jobs = always_jobs(tables)
     if jobs.empty:
         return "no pair job with router always"
-    benchmarks, methods = sorted(jobs["benchmark"].unique()), sorted(jobs["method"].unique())
+    benchmarks, variants = sorted(jobs["benchmark"].unique()), sorted(jobs["variant"].unique())
     fig, axes = grid(1, len(benchmarks), w=max(4.0, 0.9 * len(pairs_in_order(jobs)) + 1), h=3.2)
-    series = ["small alone", *methods, "large alone"]
+    series = ["small alone", *variants, "large alone"]
     width = 0.8 / len(series)
     for ax, bench in zip(axes[0], benchmarks):
         sub = jobs[jobs["benchmark"] == bench]
         pairs = pairs_in_order(sub)
         x = np.arange(len(pairs))
         for i, name in enumerate(series):
-            column, color = BASELINES.get(name, ("accuracy", f"C{methods.index(name)}" if name in methods else None))
-            rows = sub if name in BASELINES else sub[sub["method"] == name]
+            column, color = BASELINES.get(name, ("accuracy", f"C{variants.index(name)}" if name in variants else None))
+            rows = sub if name in BASELINES else sub[sub["variant"] == name]
             values = rows.drop_duplicates(["large", "small"]).set_index(["large", "small"])[column].reindex(pairs).to_numpy()
             ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=name, color=color)
         ax.set_xticks(x, [pair_label(*p) for p in pairs], rotation=30, ha="right")
-        ax.set_title(f"{bench}{not_run_note(sub, methods)}")
+        ax.set_title(f"{bench}{not_run_note(sub, variants)}")
         ax.set_ylabel("accuracy")
         if sub[["accuracy", "small_accuracy", "large_accuracy"]].isna().all().all():
             no_data(ax, f"{bench}: {reasons(sub, 'accuracy_status', 'no accuracy')}")
     axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.suptitle("Accuracy of each method beside the small-alone and large-alone baselines")
+    fig.suptitle("Accuracy of each variant beside the small-alone and large-alone baselines")
     return fig
 
 
@@ -59,19 +59,19 @@ def fig_collaboration(tables):
     jobs = always_jobs(tables)
     if jobs.empty:
         return "no pair job with router always"
-    benchmarks, methods = sorted(jobs["benchmark"].unique()), sorted(jobs["method"].unique())
+    benchmarks, variants = sorted(jobs["benchmark"].unique()), sorted(jobs["variant"].unique())
     fig, axes = grid(1, len(benchmarks), w=max(4.0, 0.8 * len(pairs_in_order(jobs)) + 1), h=3.2)
     for ax, bench in zip(axes[0], benchmarks):
         sub = jobs[jobs["benchmark"] == bench]
         pairs = pairs_in_order(sub)
         x = np.arange(len(pairs))
-        for i, method in enumerate(methods):
-            m = sub[sub["method"] == method].set_index(["large", "small"]).reindex(pairs)
-            offset = (i - (len(methods) - 1) / 2) * 0.8 / max(len(methods), 1)
+        for i, variant in enumerate(variants):
+            m = sub[sub["variant"] == variant].set_index(["large", "small"]).reindex(pairs)
+            offset = (i - (len(variants) - 1) / 2) * 0.8 / max(len(variants), 1)
             yerr = np.vstack([m["freq_pooled"] - m["freq_pooled_low"], m["freq_pooled_high"] - m["freq_pooled"]])
-            ax.errorbar(x + offset, m["freq_pooled"], yerr=yerr, fmt="o", ms=4, capsize=2, label=method, color=f"C{i}")
+            ax.errorbar(x + offset, m["freq_pooled"], yerr=yerr, fmt="o", ms=4, capsize=2, label=variant, color=f"C{i}")
         ax.set_xticks(x, [pair_label(*p) for p in pairs], rotation=30, ha="right")
-        ax.set_title(f"{bench}{not_run_note(sub, methods)}")
+        ax.set_title(f"{bench}{not_run_note(sub, variants)}")
         ax.set_ylim(bottom=0)
         if sub["freq_pooled"].isna().all():
             no_data(ax, f"{bench}: {reasons(sub)}")
@@ -116,34 +116,34 @@ def _scaling_panels(tables, fits, residuals, alternative: bool):
     fits, residuals = table({"f": fits}, "f"), table({"r": residuals}, "r")
     if fits.empty or residuals.empty:
         return "no pair jobs to fit"
-    always = set(always_jobs(tables).get("method", pd.Series(dtype=object)))
-    fits = fits[(fits["source"] != "ours") | fits["method"].isin(always)]
+    always = set(always_jobs(tables).get("variant", pd.Series(dtype=object)))
+    fits = fits[(fits["source"] != "ours") | fits["variant"].isin(always)]
     sources = [s for s in ("ours", "paper") if s in set(fits["source"])]
     if not sources:
-        return "no method run with router always"
-    methods = {s: sorted(fits[fits["source"] == s]["method"].unique()) for s in sources}
-    n_cols = max(len(m) for m in methods.values())
+        return "no variant run with router always"
+    variants = {s: sorted(fits[fits["source"] == s]["variant"].unique()) for s in sources}
+    n_cols = max(len(m) for m in variants.values())
     fig, axes = grid(len(sources), n_cols, w=3.3, h=2.9)
     for r, source in enumerate(sources):
         benchmarks = sorted(fits[fits["source"] == source]["benchmark"].unique())
         for c in range(n_cols):
             ax = axes[r, c]
-            if c >= len(methods[source]):
+            if c >= len(variants[source]):
                 ax.set_visible(False)
                 continue
-            method = methods[source][c]
+            variant = variants[source][c]
             for j, bench in enumerate(benchmarks):
-                fit = fits[(fits["source"] == source) & (fits["method"] == method) & (fits["benchmark"] == bench)]
-                pts = residuals[(residuals["source"] == source) & (residuals["method"] == method)
+                fit = fits[(fits["source"] == source) & (fits["variant"] == variant) & (fits["benchmark"] == bench)]
+                pts = residuals[(residuals["source"] == source) & (residuals["variant"] == variant)
                                 & (residuals["benchmark"] == bench)].dropna(subset=["freq"])
                 if len(fit) and len(pts):
                     _scaling_series(ax, fit.iloc[0], pts, bench, f"C{j}", alternative)
-            ax.set_title(f"{source}: {method}")
+            ax.set_title(f"{source}: {variant}")
             ax.set_ylabel("collaboration frequency")
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)
             else:
-                no_data(ax, reasons(fits[(fits["source"] == source) & (fits["method"] == method)], "status",
+                no_data(ax, reasons(fits[(fits["source"] == source) & (fits["variant"] == variant)], "status",
                                     "no frequency to fit"))
     return fig
 

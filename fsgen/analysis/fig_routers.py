@@ -51,9 +51,10 @@ def fig_router_online(tables):
     markers = {"never": "s", "always": "^"}
     for ax, bench in zip(axes[0], benchmarks):
         sub = online[online["benchmark"] == bench]
-        for i, ((large, small, kind), g) in enumerate(sub.groupby(["large", "small", "kind"], sort=True)):
+        for i, ((large, small, method), g) in enumerate(sub.groupby(["large", "small", "method"], sort=True)):
             g = g.sort_values("s2_call_rate")
-            ax.plot(g["s2_call_rate"], g["accuracy"], color=f"C{i}", lw=1, label=f"{pair_label(large, small)} ({kind})")
+            ax.plot(g["s2_call_rate"], g["accuracy"], color=f"C{i}", lw=1,
+                    label=f"{pair_label(large, small)} ({method})")
             for _, p in g.iterrows():
                 ax.scatter(p["s2_call_rate"], p["accuracy"], color=f"C{i}", s=22, zorder=3,
                            marker=markers.get(p["router"], "o"))
