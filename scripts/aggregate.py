@@ -9,15 +9,11 @@ params: benchmark_map (optional dict: our benchmark name -> the reference's, e.g
 log:    log[0].
 """
 
-import logging
-
 from fsgen.analysis import outputs
 from fsgen.analysis.tables import build_tables, load_records, rule_inputs, write_table
-from fsgen.pipeline.rulescript import log_to
+from fsgen.pipeline.rulescript import rule_script
 
-snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
-log_to(snakemake.log[0])
-log = logging.getLogger("aggregate")
+snakemake, log = rule_script("aggregate", globals())
 
 _, reference = rule_inputs(snakemake.input)
 stats = snakemake.input.stats

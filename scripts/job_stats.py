@@ -12,17 +12,14 @@ params: job (dict, fsgen.pipeline.jobs.job_identity: benchmark, variant, method,
 log:    log[0].
 """
 
-import logging
 import os
 
 from fsgen.analysis.job import analyze_job, write_stats
 from fsgen.analysis.stats import read_metrics
 from fsgen.trace import read_trace
-from fsgen.pipeline.rulescript import log_to
+from fsgen.pipeline.rulescript import rule_script
 
-snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
-log_to(snakemake.log[0])
-log = logging.getLogger("job_stats")
+snakemake, log = rule_script("job_stats", globals())
 
 
 def optional_metrics(name):

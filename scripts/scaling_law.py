@@ -10,16 +10,12 @@ params: none.
 log:    log[0].
 """
 
-import logging
-
 from fsgen.analysis.scaling import scaling_tables
 from fsgen.analysis.status import explain_empty, fit_status
 from fsgen.analysis.tables import rule_inputs, write_table
-from fsgen.pipeline.rulescript import log_to
+from fsgen.pipeline.rulescript import rule_script
 
-snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
-log_to(snakemake.log[0])
-log = logging.getLogger("scaling_law")
+snakemake, log = rule_script("scaling_law", globals())
 
 tables, reference = rule_inputs(snakemake.input)
 fits, residuals = scaling_tables(tables["jobs"], reference)

@@ -8,15 +8,11 @@ params: none.
 log:    log[0].
 """
 
-import logging
-
 from fsgen.analysis.summary import write_summary
 from fsgen.analysis.tables import rule_inputs
-from fsgen.pipeline.rulescript import log_to
+from fsgen.pipeline.rulescript import rule_script
 
-snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
-log_to(snakemake.log[0])
-log = logging.getLogger("summary")
+snakemake, log = rule_script("summary", globals())
 
 tables, _ = rule_inputs(snakemake.input)
 write_summary(tables, tables.get("fits"), snakemake.output.summary)

@@ -1,6 +1,7 @@
 """Figures of System 1's uncertainty: confidence distributions, AUROC heatmaps, intervention positions.
 
-Each function takes the tables dict and returns a Figure or a string saying why there is none;
+Each function takes the tables dict and returns a Figure (titled by `fsgen.analysis.figures.DRAW`)
+or a string saying why there is none;
 empty panels and empty histogram groups say why (never an empty group's crash).
 """
 
@@ -79,7 +80,6 @@ def fig_uncertainty(tables):
                 ax.set_xlabel(label)
                 if b * len(SIGNAL_LABELS) + s == 0:
                     ax.set_ylabel("density")
-    fig.suptitle("System 1's confidence at positions with and without intervention (pooled over pairs)")
     return fig
 
 
@@ -117,7 +117,6 @@ def fig_auroc(tables):
         _annotate_cells(ax, values)
     if image is not None:
         fig.colorbar(image, ax=axes[0, -1], label="AUROC (0.5 = chance)")
-    fig.suptitle("AUROC of System 1 uncertainty signals for predicting an intervention (consulted positions)")
     return fig
 
 
@@ -147,5 +146,4 @@ def fig_positions(tables):
                 continue
             image = ax.imshow(values, vmin=0, vmax=vmax, cmap="magma", aspect="auto")
             fig.colorbar(image, ax=ax, label="share of interventions")
-    fig.suptitle("Where interventions fall along the generation (share per 10% bin; rows sum to 1)")
     return fig

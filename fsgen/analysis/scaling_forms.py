@@ -23,16 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fsgen.analysis.scaling import (
-    ALPHA_GRID,
-    LAW_PARAMETERS,
-    bound_status,
-    law_at_limits,
-    fit_power_law_profile,
-    parameters_at_bound,
-    percentile_interval,
-    power_law,
-)
+from fsgen.analysis.scaling import (ALPHA_GRID, LAW_PARAMETERS, bound_status, fit_power_law_profile, law_at_limits,
+                                   parameters_at_bound, percentile_interval, power_law)
 
 
 @dataclass(frozen=True)
