@@ -15,7 +15,7 @@ import pandas as pd
 from fsgen import atomic
 from fsgen.analysis.routing import offline_router_curves
 from fsgen.analysis.acceptance import predicted_acceptance, speculative_record
-from fsgen.analysis.stats import collaboration_stats, metric_status, primary_metric, read_metrics
+from fsgen.analysis.stats import collaboration_stats, metric_status, primary_metric
 from fsgen.analysis.uncertainty import (
     consulted_aurocs,
     intervention_position_shares,
