@@ -35,6 +35,7 @@ from transformers import GenerationConfig
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `bench.pairs` without installing
 
 from bench.pairs import build_related_pair  # noqa: E402
+from fsgen import atomic  # noqa: E402
 from fsgen.decoding.config import DecodeConfig  # noqa: E402
 from fsgen.decoding.engine import decode, load_systems  # noqa: E402
 from fsgen.decoding.stopping import eos_token_ids  # noqa: E402
@@ -92,49 +93,52 @@ def timed(fn, device: str):
     return time.perf_counter() - start, result
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    root = Path(args.models) if args.models else Path(tempfile.mkdtemp(prefix="fsgen-bench-"))
-    tokenizer = build_tokenizer(root / "tokenizer")
-    paths = build_related_pair(
-        root, tokenizer, hidden_size=args.hidden, num_layers=args.layers, draft_layers=args.draft_layers,
-        tail_scale=args.tail_scale, num_heads=args.heads, init_std=args.init_std,
-    )
-    systems = load_systems(
-        "contrastive", small=str(paths["small"]), large=str(paths["large"]), dtype=args.dtype, device=args.device
-    )
-    tok = systems.tokenizer
-    prompt_ids = [tok(p).input_ids for p in PROMPTS]
-    eos = eos_token_ids(tok, systems.small, systems.large)
-    n_new = args.new_tokens
+class Setup:
+    """The built pair, its tokenised prompts and the settings every timed run shares."""
 
-    def config(method, batch_size, **kw):
-        return DecodeConfig(method=method, batch_size=batch_size, max_new_tokens=n_new, k=args.k, progress=False, **kw)
-
-    def run_generate():  # plain HF batched greedy generate of the large model, left-padded
-        width = max(len(p) for p in prompt_ids)
-        ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompt_ids], device=args.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=args.device)
-        clean = GenerationConfig(
-            max_new_tokens=n_new, do_sample=False, eos_token_id=sorted(eos), pad_token_id=tok.pad_token_id
+    def __init__(self, args):
+        root = Path(args.models) if args.models else Path(tempfile.mkdtemp(prefix="fsgen-bench-"))
+        tokenizer = build_tokenizer(root / "tokenizer")
+        paths = build_related_pair(
+            root, tokenizer, hidden_size=args.hidden, num_layers=args.layers, draft_layers=args.draft_layers,
+            tail_scale=args.tail_scale, num_heads=args.heads, init_std=args.init_std,
         )
-        return systems.large.generate(input_ids=ids, attention_mask=mask, generation_config=clean)[:, width:]
+        self.systems = load_systems(
+            "contrastive", small=str(paths["small"]), large=str(paths["large"]), dtype=args.dtype, device=args.device
+        )
+        self.tok = self.systems.tokenizer
+        self.prompt_ids = [self.tok(p).input_ids for p in PROMPTS]
+        self.eos = sorted(eos_token_ids(self.tok, self.systems.small, self.systems.large))
+        self.device, self.n_new, self.k = args.device, args.new_tokens, args.k
 
-    def hf_assisted(constant_k: int | None):
+    def config(self, method, batch_size, **kw) -> DecodeConfig:
+        return DecodeConfig(method=method, batch_size=batch_size, max_new_tokens=self.n_new, k=self.k, progress=False,
+                            **kw)
+
+    def generate(self):
+        """Plain HF batched greedy generate of the large model, left-padded."""
+        width = max(len(p) for p in self.prompt_ids)
+        pad = self.tok.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in self.prompt_ids], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in self.prompt_ids], device=self.device)
+        clean = GenerationConfig(max_new_tokens=self.n_new, do_sample=False, eos_token_id=self.eos, pad_token_id=pad)
+        return self.systems.large.generate(input_ids=ids, attention_mask=mask, generation_config=clean)[:, width:]
+
+    def hf_assisted(self, constant_k: int | None):
+        """HF assisted generation, one prompt at a time; HF's draft schedule, or `constant_k` drafts."""
         def go():
             outs = []
-            assistant_config = systems.small.generation_config
+            assistant_config = self.systems.small.generation_config
             saved = (assistant_config.num_assistant_tokens, assistant_config.num_assistant_tokens_schedule)
             if constant_k is not None:
                 assistant_config.num_assistant_tokens = constant_k
                 assistant_config.num_assistant_tokens_schedule = "constant"
             try:
-                for ids in prompt_ids:
-                    x = torch.tensor([ids], device=args.device)
-                    out = systems.large.generate(
-                        x, attention_mask=torch.ones_like(x), assistant_model=systems.small, do_sample=False,
-                        max_new_tokens=n_new, eos_token_id=sorted(eos), pad_token_id=tok.pad_token_id,
+                for ids in self.prompt_ids:
+                    x = torch.tensor([ids], device=self.device)
+                    out = self.systems.large.generate(
+                        x, attention_mask=torch.ones_like(x), assistant_model=self.systems.small, do_sample=False,
+                        max_new_tokens=self.n_new, eos_token_id=self.eos, pad_token_id=self.tok.pad_token_id,
                     )
                     outs.append(out[0, len(ids):].tolist())
             finally:
@@ -142,79 +146,94 @@ def main(argv=None) -> dict:
             return outs
         return go
 
-    runs = {
-        "generate": run_generate,
-        "oracle": lambda: decode(systems, PROMPTS, config("oracle", 8)),
-        "spec_b1": lambda: decode(systems, PROMPTS, config("speculative", 1)),
-        "spec_b8": lambda: decode(systems, PROMPTS, config("speculative", 8)),
-        "hf_assisted": hf_assisted(None),
-        f"hf_assisted_k{args.k}": hf_assisted(args.k),
-        "contr_b1": lambda: decode(systems, PROMPTS, config("contrastive", 1)),
-        "contr_b8": lambda: decode(systems, PROMPTS, config("contrastive", 8)),
-    }
+    def runs(self) -> dict:
+        systems, config = self.systems, self.config
+        return {
+            "generate": self.generate,
+            "oracle": lambda: decode(systems, PROMPTS, config("oracle", 8)),
+            "spec_b1": lambda: decode(systems, PROMPTS, config("speculative", 1)),
+            "spec_b8": lambda: decode(systems, PROMPTS, config("speculative", 8)),
+            "hf_assisted": self.hf_assisted(None),
+            f"hf_assisted_k{self.k}": self.hf_assisted(self.k),
+            "contr_b1": lambda: decode(systems, PROMPTS, config("contrastive", 1)),
+            "contr_b8": lambda: decode(systems, PROMPTS, config("contrastive", 8)),
+        }
+
+
+def time_runs(runs: dict, repeats: int, device: str) -> tuple[dict, dict]:
+    """(name -> seconds of each timed repeat, name -> last result); interleaved, repeat 0 a warm-up."""
     times = {name: [] for name in runs}
     results = {}
-    for repeat in range(args.repeats + 1):  # repeat 0 is the warm-up
+    for repeat in range(repeats + 1):
         for name, fn in runs.items():
-            seconds, results[name] = timed(fn, args.device)
+            seconds, results[name] = timed(fn, device)
             if repeat:
                 times[name].append(seconds)
             print(f"  repeat {repeat} {name:16s} {seconds:8.3f} s", file=sys.stderr, flush=True)
+    return times, results
 
-    # --- correctness: every greedy path yields the large model's greedy tokens
-    def token_lists(name):
-        res = results[name]
-        if hasattr(res, "generations"):
-            return [g["token_ids"] for g in res.generations]
-        return [[t for t in row] for row in (res.tolist() if torch.is_tensor(res) else res)]
 
-    reference = token_lists("oracle")
-    same = {name: token_lists(name) == reference for name in ("spec_b1", "spec_b8")}
-    for name in ("hf_assisted", f"hf_assisted_k{args.k}"):
+def token_lists(result) -> list[list[int]]:
+    """Generated token ids per prompt, of a DecodeResult or of HF output (tensor or lists)."""
+    if hasattr(result, "generations"):
+        return [g["token_ids"] for g in result.generations]
+    return [[t for t in row] for row in (result.tolist() if torch.is_tensor(result) else result)]
+
+
+def measure(results: dict, times: dict, k: int) -> dict:
+    """Correctness (every greedy path yields the large model's greedy tokens), tokens, medians, ratios."""
+    tokens_of = {name: token_lists(result) for name, result in results.items()}
+    reference = tokens_of["oracle"]
+    same = {name: tokens_of[name] == reference for name in ("spec_b1", "spec_b8")}
+    for name in ("hf_assisted", f"hf_assisted_k{k}"):
         # HF stops at EOS per row; compare on the oracle's (EOS-cut) length
-        same[name] = all(h[: len(r)] == r for h, r in zip(token_lists(name), reference))
-    tokens = {name: sum(len(t) for t in token_lists(name)) for name in ("spec_b1", "spec_b8", "contr_b1", "contr_b8")}
+        same[name] = all(h[: len(r)] == r for h, r in zip(tokens_of[name], reference))
+    tokens = {name: sum(len(t) for t in tokens_of[name]) for name in ("spec_b1", "spec_b8", "contr_b1", "contr_b8")}
     median = {name: statistics.median(ts) for name, ts in times.items()}
-    spec_trace = results["spec_b8"].trace
-    per_round = spec_trace.groupby(["request_id", "round"])["drafted"].sum()
-
+    speed = {name: tokens[name] / median[name] for name in tokens}  # tokens per second
     ratios = {
         "oracle_time / generate_time": median["oracle"] / median["generate"],
         "hf_assisted_time / spec_b1_time": median["hf_assisted"] / median["spec_b1"],
-        f"hf_assisted_k{args.k}_time / spec_b1_time": median[f"hf_assisted_k{args.k}"] / median["spec_b1"],
-        "spec_b8_tok_s / spec_b1_tok_s": (tokens["spec_b8"] / median["spec_b8"]) / (tokens["spec_b1"] / median["spec_b1"]),
-        "contr_b8_tok_s / contr_b1_tok_s": (tokens["contr_b8"] / median["contr_b8"]) / (tokens["contr_b1"] / median["contr_b1"]),
+        f"hf_assisted_k{k}_time / spec_b1_time": median[f"hf_assisted_k{k}"] / median["spec_b1"],
+        "spec_b8_tok_s / spec_b1_tok_s": speed["spec_b8"] / speed["spec_b1"],
+        "contr_b8_tok_s / contr_b1_tok_s": speed["contr_b8"] / speed["contr_b1"],
     }
+    return {"median_seconds": median, "all_seconds": times, "generated_tokens": tokens,
+            "outputs_equal_large_greedy": same, "ratios": ratios,
+            "targets_met": {name: (ratios[name] <= bound if kind == "le" else ratios[name] >= bound)
+                            for name, (bound, kind) in TARGETS.items()}}
+
+
+def machine(args) -> dict:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": args.device if not args.device.startswith("cuda") else torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+    }
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    setup = Setup(args)
+    times, results = time_runs(setup.runs(), args.repeats, args.device)
+    spec_trace = results["spec_b8"].trace
+    per_round = spec_trace.groupby(["request_id", "round"])["drafted"].sum()
+    systems = setup.systems
     report = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "device": args.device if not args.device.startswith("cuda") else torch.cuda.get_device_name(0),
-            "torch": torch.__version__,
-        },
+        "machine": machine(args),
         "args": vars(args),
         "params": {role: sum(p.numel() for p in getattr(systems, role).parameters()) for role in ("small", "large")},
         "speculative_mean_accepted_per_round": float(per_round.mean()),
         "speculative_tokens_per_round": float(len(spec_trace) / len(per_round)),
         "speculative_rounds_per_request": spec_trace.groupby("request_id")["round"].max().add(1).tolist(),
-        "median_seconds": median,
-        "all_seconds": times,
-        "generated_tokens": tokens,
-        "outputs_equal_large_greedy": same,
-        "ratios": ratios,
-        "targets_met": {
-            name: (ratios[name] <= bound if kind == "le" else ratios[name] >= bound)
-            for name, (bound, kind) in TARGETS.items()
-        },
+        **measure(results, times, args.k),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, out)
+    atomic.write_text(args.out, json.dumps(report, indent=2))
     print_table(report)
     return report
 

@@ -64,29 +64,29 @@ def model_specs(config: dict, architectures: dict) -> dict[str, pl.ModelSpec]:
 
 
 def job_models(config: dict, specs: dict, job: dict) -> tuple[dict, str]:
-    """role -> spec of a decode job, and the method kind decode_seconds understands."""
+    """role -> spec of a decode job, and its method (what decode_seconds understands)."""
     if "model" in job:
         return {"large": specs[job["model"]]}, "single"
-    kind = pj.decode_settings(config, job["variant"])["method"]
+    method = pj.decode_settings(config, job["variant"])["method"]
     models = {"large": specs[job["large"]], "small": specs[job["small"]]}
-    if kind == "proxy":
+    if method == "proxy":
         models["small_tuned"] = specs[config["models"][job["small"]]["tuned"]]
-    return models, kind
+    return models, method
 
 
 def job_cost(config: dict, specs: dict, job: dict, gpu: pl.GpuModel, gpu_memory_gb: float) -> dict:
     bench = config["benchmarks"][job["benchmark"]]
     available, mean_prompt, max_prompt = PROMPT_TOKENS[job["benchmark"]]
-    models, kind = job_models(config, specs, job)
+    models, method = job_models(config, specs, job)
     new, cap = int(bench["max_new_tokens"]), int(bench["batch_size"])
     gpus = pl.job_gpus(models, gpu_memory_gb=gpu_memory_gb, batch_cap=cap, prompt_tokens=max_prompt, max_new_tokens=new)
     plan = pl.plan_placement(models, n_gpus=gpus, gpu_memory_gb=gpu_memory_gb, batch_cap=cap,
                              prompt_tokens=max_prompt, max_new_tokens=new)
     documents = min(int(bench["limit"]), available)
-    seconds = pl.decode_seconds(models, kind, gpu=gpu, documents=documents, batch_size=plan.batch_size,
+    seconds = pl.decode_seconds(models, method, gpu=gpu, documents=documents, batch_size=plan.batch_size,
                                 prompt_tokens=mean_prompt, max_new_tokens=new,
                                 draft_k=int(pj.expand_variants(config).get(job.get("variant"), {}).get("k", 5)))
-    return {**job, "kind": kind, "gpus": gpus, "batch_size": plan.batch_size, "documents": documents,
+    return {**job, "method": method, "gpus": gpus, "batch_size": plan.batch_size, "documents": documents,
             "hours": seconds / 3600, "gpu_hours": gpus * seconds / 3600,
             "runtime_min": pl.runtime_minutes(seconds)}
 

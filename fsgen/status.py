@@ -32,20 +32,27 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from fsgen.analysis import outputs as analysis_outputs
 from fsgen.pipeline import jobs as pj
 from fsgen.pipeline import paths
 from fsgen.pipeline.config import ConfigError, fill_defaults, load_yaml_unique, validate_schema
 
 STAGES = ("decode", "score", "stats", "analyses")
 STATES = ("done", "running", "interrupted", "failed", "pending")
-# rule -> (one output per kind it writes, log); paths below results/ as in rules/analyze.smk, report.smk
-ANALYSES = {
-    "aggregate": (["tables/jobs.csv"], "logs/aggregate.log"),
-    "scaling_law": (["tables/scaling_law.csv", "tables/scaling_residuals.csv"], "logs/scaling_law.log"),
-    "figures": (["figures/collaboration.png"], "logs/figures.log"),
-    "summary": (["summary.md"], "logs/summary.log"),
-    "report": (["report.html"], "logs/report.log"),
-}
+
+
+def analyses(config: dict) -> dict[str, list[str]]:
+    """Analysis rule -> its outputs below results/: those of the registry fsgen.analysis.outputs
+    (which rules/analyze.smk reads), and the report (rules/report.smk) when the config builds it.
+    Each rule logs to results/logs/<rule>.log."""
+    reference = bool(config.get("reference"))
+    by_rule: dict[str, list[str]] = {}
+    for output in (*analysis_outputs.tables(reference=reference).values(), *analysis_outputs.FIGURES.values(),
+                   analysis_outputs.SUMMARY):
+        by_rule.setdefault(output.rule, []).append(output.path)
+    if config.get("report", True):
+        by_rule["report"] = [paths.REPORT_HTML.relative_to(paths.RESULTS).as_posix()]
+    return by_rule
 
 
 @dataclass
@@ -97,9 +104,9 @@ def grid_jobs(config: dict) -> list[JobStatus]:
     for stage, output in (("score", paths.SCORE_OUTPUT), ("stats", paths.STATS_OUTPUT)):
         jobs += [JobStatus(stage, job_name(j), [str(paths.job_dir(j) / output)], str(paths.log_file(stage, j)))
                  for j in decode_jobs]
-    for rule, (outputs, log) in ANALYSES.items():
-        if rule != "report" or config.get("report", True):
-            jobs.append(JobStatus("analyses", rule, [f"results/{o}" for o in outputs], f"results/{log}"))
+    for rule, outputs in analyses(config).items():
+        log = str(paths.LOGS / f"{rule}.log")
+        jobs.append(JobStatus("analyses", rule, [str(paths.RESULTS / o) for o in outputs], log))
     return jobs
 
 

@@ -1,6 +1,7 @@
 # Analyses (CPU, local): per-job statistics -> aggregate tables -> scaling law, figures, summary.
 # Inputs include the fsgen/analysis modules, so editing analysis code reruns these rules only.
-# Report categories and captions: docs/analysis_rules.md, workflow/report/*.rst.
+# Output names, paths, report categories and captions: the registry fsgen.analysis.outputs
+# (docs/analysis_rules.md; captions in workflow/report/*.rst).
 
 
 localrules:
@@ -53,13 +54,10 @@ rule aggregate:
 rule scaling_law:
     input:
         unpack(reference_input),
-        jobs=TABLES / "jobs.csv",
+        **table_files(["jobs"]),
         code=ANALYSIS_CODE,
     output:
-        fits=report(TABLES / "scaling_law.csv", category="Scaling law", caption=caption("table_scaling_law")),
-        residuals=report(
-            TABLES / "scaling_residuals.csv", category="Scaling law", caption=caption("table_scaling_residuals")
-        ),
+        **scaling_outputs(),
     log:
         LOGS / "scaling_law.log",
     conda:
@@ -71,9 +69,7 @@ rule scaling_law:
 rule figures:
     input:
         ANALYSIS_CODE,  # positional: the script reads every named input as a table
-        **{name: TABLES / f"{name}.csv" for name in FIGURE_TABLES},
-        fits=TABLES / "scaling_law.csv",
-        residuals=TABLES / "scaling_residuals.csv",
+        **table_files(ao.figure_inputs()),
     output:
         **figure_outputs(),
     log:
@@ -87,14 +83,9 @@ rule figures:
 rule summary:
     input:
         ANALYSIS_CODE,  # positional: the script reads every named input as a table
-        unpack(paper_comparison_input),
-        jobs=TABLES / "jobs.csv",
-        speculative=TABLES / "speculative.csv",
-        auroc=TABLES / "auroc.csv",
-        router_offline_summary=TABLES / "router_offline_summary.csv",
-        fits=TABLES / "scaling_law.csv",
+        **table_files(ao.summary_inputs(REF)),
     output:
-        summary=report(RESULTS / "summary.md", category="Collaboration", caption=caption("summary")),
+        **summary_output(),
     log:
         LOGS / "summary.log",
     conda:

@@ -255,55 +255,46 @@ def output_folder(wildcards, output):
 
 
 # --------------------------------------------------------------------------------- analyses
-# Aggregate tables: name -> report category (None: figure data, not in the report).
-AGGREGATE_TABLES = {
-    "jobs": "Collaboration",
-    "collaboration_wide": "Collaboration",
-    "accuracy_wide": "Accuracy",
-    "auroc": "Uncertainty",
-    "positions": "Uncertainty",
-    "speculative": "Speculative",
-    "router_offline_summary": "Routers",
-    "router_online": "Routers",
-    "histograms": None,
-    "accepted_lengths": None,
-    "router_offline": None,
-}
-if config["reference"]:
-    AGGREGATE_TABLES["paper_comparison"] = "Collaboration"
-FIGURE_TABLES = ("jobs", "auroc", "positions", "histograms", "speculative", "accepted_lengths",
-                 "router_offline", "router_online")
-FIGURES_BY_CATEGORY = {
-    "accuracy": "Accuracy",
-    "collaboration": "Collaboration",
-    "scaling_law": "Scaling law",
-    "scaling_small_size": "Scaling law",
-    "uncertainty_distributions": "Uncertainty",
-    "auroc": "Uncertainty",
-    "positions": "Uncertainty",
-    "router_offline": "Routers",
-    "router_online": "Routers",
-    "speculative": "Speculative",
-}
+# Names, paths, report categories and captions of every table, figure and the summary: the
+# registry fsgen.analysis.outputs (the rule scripts check their names against it).
+from fsgen.analysis import outputs as ao
+
+REF = bool(config["reference"])  # the paper comparison exists only with a reference
 
 
 def caption(name):
-    return os.path.join("..", "workflow", "report", f"{name}.rst")
+    """A caption of an output outside the registry (the viewer pages), relative to rules/."""
+    return os.path.join("..", ao.REPORT_DIR, f"{name}.rst")
+
+
+def registered(entries):
+    """{name: path below results/} of registry entries, flagged for the report when they have a category."""
+    return {
+        n: report(RESULTS / o.path, category=o.category, caption=ao.caption_path(o, "..")) if o.category
+        else RESULTS / o.path
+        for n, o in entries.items()
+    }
 
 
 def aggregate_outputs():
-    outputs = {}
-    for name, category in AGGREGATE_TABLES.items():
-        path = TABLES / f"{name}.csv"
-        outputs[name] = report(path, category=category, caption=caption(f"table_{name}")) if category else path
-    return outputs
+    return registered(ao.tables("aggregate", reference=REF))
+
+
+def scaling_outputs():
+    return registered(ao.tables("scaling_law"))
 
 
 def figure_outputs():
-    return {
-        name: report(FIGURES / f"{name}.png", category=category, caption=caption(f"fig_{name}"))
-        for name, category in FIGURES_BY_CATEGORY.items()
-    }
+    return registered(ao.FIGURES)
+
+
+def summary_output():
+    return registered({"summary": ao.SUMMARY})
+
+
+def table_files(names):
+    """{name: results/tables/<file>.csv} of registry tables (inputs of figures and summary)."""
+    return {n: RESULTS / ao.TABLES[n].path for n in names}
 
 
 def reference_input(wildcards):
@@ -311,14 +302,8 @@ def reference_input(wildcards):
     return {"reference": config["reference"]} if config["reference"] else {}
 
 
-def paper_comparison_input(wildcards):
-    return {"paper_comparison": str(TABLES / "paper_comparison.csv")} if config["reference"] else {}
-
-
-ANALYSIS_TABLES = [str(TABLES / f"{n}.csv") for n in AGGREGATE_TABLES] + [
-    str(TABLES / "scaling_law.csv"), str(TABLES / "scaling_residuals.csv")]
-ANALYSIS_TARGETS = ANALYSIS_TABLES + [str(FIGURES / f"{n}.png") for n in FIGURES_BY_CATEGORY] + [
-    str(RESULTS / "summary.md")]
+ANALYSIS_TABLES = [str(RESULTS / o.path) for o in ao.tables(reference=REF).values()]
+ANALYSIS_TARGETS = ANALYSIS_TABLES + [str(RESULTS / o.path) for o in (*ao.FIGURES.values(), ao.SUMMARY)]
 
 
 # ----------------------------------------------------------------------------------- viewer

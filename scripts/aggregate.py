@@ -9,20 +9,13 @@ params: benchmark_map (optional dict: our benchmark name -> the reference's, e.g
 log:    log[0].
 """
 
-import logging
+from fsgen.analysis import outputs
+from fsgen.analysis.tables import build_tables, load_records, rule_inputs, write_table
+from fsgen.pipeline.rulescript import rule_script
 
-import pandas as pd
+snakemake, log = rule_script("aggregate", globals())
 
-from fsgen.analysis import outputs, write_csv
-from fsgen.analysis.tables import build_tables, load_records
-from fsgen.pipeline.rulescript import log_to
-
-snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
-log_to(snakemake.log[0])
-log = logging.getLogger("aggregate")
-
-reference_path = snakemake.input.get("reference")
-reference = pd.read_csv(reference_path) if reference_path else None
+_, reference = rule_inputs(snakemake.input)
 stats = snakemake.input.stats
 stats = [stats] if isinstance(stats, str) else list(stats)
 outputs_named = dict(snakemake.output.items())
@@ -30,6 +23,6 @@ outputs.check_names(outputs_named, outputs.tables("aggregate", reference=referen
                     "" if reference is not None else " (paper_comparison needs input.reference)")
 tables = build_tables(load_records(stats), reference, snakemake.params.get("benchmark_map") or {})
 for name, path in outputs_named.items():
-    write_csv(tables[name], path)
+    write_table(tables[name], path)
     not_ok = int((tables[name]["status"] != "ok").sum())
     log.info("%s: %d rows (%d with a status other than ok) -> %s", name, len(tables[name]), not_ok, path)

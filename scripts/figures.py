@@ -11,20 +11,16 @@ params: none.
 log:    log[0].
 """
 
-import logging
-
 from fsgen.analysis import outputs
 from fsgen.analysis.figures import read_panels, render
-from fsgen.analysis.tables import read_tables
-from fsgen.pipeline.rulescript import log_to
+from fsgen.analysis.tables import rule_inputs
+from fsgen.pipeline.rulescript import rule_script
 
-snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
-log_to(snakemake.log[0])
-log = logging.getLogger("figures")
+snakemake, log = rule_script("figures", globals())
 
 figures = dict(snakemake.output.items())
 outputs.check_names(figures, outputs.FIGURES, "figures")
-tables = read_tables({k: v for k, v in snakemake.input.items() if k in outputs.TABLES})
+tables, _ = rule_inputs(snakemake.input)
 for name, path in figures.items():
     render(name, tables, path, tables.get("fits"), tables.get("residuals"))
     panels = read_panels(path)

@@ -1,27 +1,25 @@
-"""Rule job_stats: one job's trace + lm-eval metrics -> stats.json (fsgen.analysis.analyze_job).
+"""Rule job_stats: one job's trace + lm-eval metrics -> stats.json (fsgen.analysis.job.analyze_job).
 
 input:  trace (trace.parquet); metrics (metrics.json of this job, optional);
         small_metrics, large_metrics (metrics.json of the small-alone / large-alone runs on the
         same benchmark; pair jobs only, optional).
 output: stats (stats.json).
-params: job (dict: benchmark, method, kind, router, large, small, large_params, small_params, k);
+params: job (dict, fsgen.pipeline.jobs.job_identity: benchmark, variant, method, router, large, small,
+        large_params, small_params, k);
         metric (lm-eval metric key for this benchmark, e.g. "exact_match,flexible-extract";
         optional, default: first of fsgen.analysis.stats.DEFAULT_METRIC_PREFERENCE present);
         n_boot (bootstrap replicates, default 1000); seed (default 0).
 log:    log[0].
 """
 
-import logging
 import os
 
-from fsgen.analysis import analyze_job, write_json
+from fsgen.analysis.job import analyze_job, write_stats
 from fsgen.analysis.stats import read_metrics
 from fsgen.trace import read_trace
-from fsgen.pipeline.rulescript import log_to
+from fsgen.pipeline.rulescript import rule_script
 
-snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
-log_to(snakemake.log[0])
-log = logging.getLogger("job_stats")
+snakemake, log = rule_script("job_stats", globals())
 
 
 def optional_metrics(name):
@@ -47,5 +45,5 @@ record = analyze_job(
     n_boot=int(snakemake.params.get("n_boot") or 1000),
     seed=int(snakemake.params.get("seed") or 0),
 )
-write_json(record, snakemake.output.stats)
+write_stats(record, snakemake.output.stats)
 log.info("wrote %s: frequency %.4f", snakemake.output.stats, record["stats"]["freq_pooled"])

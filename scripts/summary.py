@@ -8,17 +8,12 @@ params: none.
 log:    log[0].
 """
 
-import logging
-
-from fsgen.analysis import outputs
 from fsgen.analysis.summary import write_summary
-from fsgen.analysis.tables import read_tables
-from fsgen.pipeline.rulescript import log_to
+from fsgen.analysis.tables import rule_inputs
+from fsgen.pipeline.rulescript import rule_script
 
-snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
-log_to(snakemake.log[0])
-log = logging.getLogger("summary")
+snakemake, log = rule_script("summary", globals())
 
-tables = read_tables({k: v for k, v in snakemake.input.items() if k in outputs.TABLES})
+tables, _ = rule_inputs(snakemake.input)
 write_summary(tables, tables.get("fits"), snakemake.output.summary)
 log.info("wrote %s", snakemake.output.summary)

@@ -95,13 +95,13 @@ def test_speculative_costs_by_hand():
 
 def test_flops_per_model_by_hand():
     trace = step_trace([[1, 0, 1]])  # System 1 reads 2 tokens, System 2 reads 2 (tokens 0 and 1)
-    job = {"kind": "proxy", "router": "always", "large_params": 7e9, "small_params": 1.5e9}
+    job = {"method": "proxy", "router": "always", "large_params": 7e9, "small_params": 1.5e9}
     costs = job_costs(trace, job)
     # proxy: System 2's side is the large model and the base small model, reading the same blocks
     assert costs["flops"].iloc[0] == pytest.approx(2 * (1.5e9 * 2 + (7e9 + 1.5e9) * 2))
-    contrastive = job_costs(trace, {**job, "kind": "contrastive"})
+    contrastive = job_costs(trace, {**job, "method": "contrastive"})
     assert contrastive["flops"].iloc[0] == pytest.approx(2 * (1.5e9 * 2 + 7e9 * 2))
-    large_alone = job_costs(trace, {**job, "kind": "single", "small_params": 7e9})
+    large_alone = job_costs(trace, {**job, "method": "single", "small_params": 7e9})
     assert large_alone["flops"].iloc[0] == pytest.approx(2 * 7e9 * 2)
     summary = cost_summary(contrastive)
     assert summary["s2_share"] == pytest.approx(2 / 3) and summary["s2_consultations_per_request"] == 2
@@ -137,8 +137,7 @@ def test_tokens_read_equal_the_forwards_of_a_real_run(systems, monkeypatch, meth
     config = DecodeConfig(method=method, router=router, k=k, max_new_tokens=9, batch_size=3, progress=False)
     result = decode(systems, prompts, config)
     lengths = {i: len(prepare_prompt(systems.tokenizer, p, i, 9, None)) for i, p in enumerate(prompts)}
-    kind = method
-    costs = request_costs(result.trace, kind, router, k, prompt_lengths=lengths)
+    costs = request_costs(result.trace, method, router, k, prompt_lengths=lengths)
     s1, s2 = (systems.small_tuned, systems.large) if method == "proxy" else (systems.small, systems.large)
     assert costs["s1_tokens_read"].sum() == read[id(s1)]
     assert costs["s2_tokens_read"].sum() == read[id(s2)]
@@ -169,9 +168,9 @@ def test_request_correctness_and_wall_time(tmp_path):
     (tmp_path / "bad.tsv").write_text("x\n1\n")
     with pytest.raises(ValueError, match="bad.tsv"):
         read_wall_seconds(tmp_path / "bad.tsv")
-    job = {"benchmark": "gsm8k", "method": "oracle", "kind": "oracle", "large": "L", "small": "S"}
+    job = {"benchmark": "gsm8k", "variant": "oracle", "method": "oracle", "large": "L", "small": "S"}
     assert decode_benchmark_path("results/benchmarks", job).as_posix() == "results/benchmarks/decode/gsm8k/oracle/L__S.tsv"
-    single = {**job, "method": "single", "kind": "single", "small": "L"}
+    single = {**job, "variant": "single", "method": "single", "small": "L"}
     assert decode_benchmark_path("results/benchmarks", single).as_posix().endswith("decode/gsm8k/single/L.tsv")
 
 
@@ -218,16 +217,16 @@ def pair_table(n_docs=40, seed=0):
              ("contrastive", "contrastive", "always", "L", "S", 1.0, 0.7),
              ("single", "single", "never", "L", "L", 0.0, 0.8)]
     rows = []
-    for method, kind, router, large, small, share, acc in specs:
+    for variant, method, router, large, small, share, acc in specs:
         correct = np.zeros(n_docs)
         correct[rng.permutation(n_docs)[: round(acc * n_docs)]] = 1.0
         for doc in range(n_docs):
-            rows.append({"benchmark": "b", "method": method, "kind": kind, "router": router, "large": large,
+            rows.append({"benchmark": "b", "variant": variant, "method": method, "router": router, "large": large,
                          "small": small, "request_id": doc, "doc_id": doc, "correct": correct[doc], "tokens": 10,
                          "s2_tokens": round(10 * share), "s2_consultations": 2 if 0 < share < 1 else int(share),
                          "s2_forward_passes": round(10 * share), "s1_tokens_read": 9,
                          "s2_tokens_read": round(9 * share), "flops": 100.0 + 1000 * share,
-                         "wall_s": {"L": 20.0, "S": 4.0}[large] if kind == "single" else 12.0})
+                         "wall_s": {"L": 20.0, "S": 4.0}[large] if method == "single" else 12.0})
     return pd.DataFrame(rows)
 
 
@@ -258,7 +257,7 @@ def test_frontier_and_gap_on_hand_made_jobs():
     assert wall.loc[SMALL_ALONE, "cost"] == pytest.approx(0.1) and wall.loc[LARGE_ALONE, "cost_low"] == pytest.approx(0.5)
     # the accuracy interval of one setting, rebuilt from the same document draws
     weights = doc_weights(40, 200, group_rng(3, "frontier", "b", "L", "S"))[1:]
-    correct = requests[requests["method"] == "oracle-a"].sort_values("doc_id")["correct"].to_numpy()
+    correct = requests[requests["variant"] == "oracle-a"].sort_values("doc_id")["correct"].to_numpy()
     low, high = np.percentile(weights @ correct / weights.sum(1), [2.5, 97.5])
     assert (share.loc["oracle-a", "accuracy_low"], share.loc["oracle-a", "accuracy_high"]) == pytest.approx((low, high))
     bands = tables["frontier_bands"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fsgen.analysis import analyze_job
+from fsgen.analysis.job import analyze_job
 
 PROMPTS = ["Tom has 3 apples.", "def add(a, b):", "The quick brown", "Question: What is 9 times 8?", "A box holds"]
 
@@ -32,9 +32,9 @@ def test_measured_equals_predicted_on_engine_traces(family, small_role, large_ro
     spec = decode(load_systems(small=small, large=large, method="speculative"), PROMPTS,
                   DecodeConfig(method="speculative", k=k, max_new_tokens=24))
     assert [g["token_ids"] for g in oracle.generations] == [g["token_ids"] for g in spec.generations]
-    rec_o = analyze_job(oracle.trace, {**job, "method": "oracle", "kind": "oracle", "router": "always"},
+    rec_o = analyze_job(oracle.trace, {**job, "variant": "oracle", "method": "oracle", "router": "always"},
                         oracle.metadata, n_boot=50)
-    rec_s = analyze_job(spec.trace, {**job, "method": "speculative", "kind": "speculative", "router": "always"},
+    rec_s = analyze_job(spec.trace, {**job, "variant": "speculative", "method": "speculative", "router": "always"},
                         spec.metadata, n_boot=50)
     predicted = next(p for p in rec_o["predicted_speculative"] if p["k"] == k)
     measured = rec_s["speculative"]

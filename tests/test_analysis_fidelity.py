@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from fsgen.analysis import analyze_job
+from fsgen.analysis.job import analyze_job
 from fsgen.analysis.summary import build_summary
 from fsgen.analysis.tables import build_tables
 
@@ -57,8 +57,8 @@ def expected_counts(requests) -> dict:
             "interventions": sum(end in ("corr", "bonus_diff") for _, end in rounds)}
 
 
-def job(kind="speculative", method="speculative", router="always") -> dict:
-    return {"benchmark": "b", "method": method, "kind": kind, "router": router, "large": "L", "small": "S",
+def job(method="speculative", variant="speculative", router="always") -> dict:
+    return {"benchmark": "b", "variant": variant, "method": method, "router": router, "large": "L", "small": "S",
             "large_params": 4e9, "small_params": 1e9, "k": K}
 
 

@@ -68,7 +68,7 @@ def test_partial_figure_and_colorbar_is_not_a_panel(tmp_path):
 
 def test_render_marks_a_silently_empty_panel(tmp_path):
     """A figure function that leaves a panel blank still gets the panel annotated (never a blank panel)."""
-    jobs = pd.DataFrame({"benchmark": ["b"], "method": ["oracle"], "kind": ["oracle"], "router": ["always"],
+    jobs = pd.DataFrame({"benchmark": ["b"], "variant": ["oracle"], "method": ["oracle"], "router": ["always"],
                          "large": ["L"], "small": ["S"], "large_params": [2.0], "small_params": [1.0],
                          "freq_pooled": [np.nan], "freq_pooled_low": [np.nan], "freq_pooled_high": [np.nan],
                          "status": ["no generated tokens"]})

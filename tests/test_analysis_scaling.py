@@ -79,7 +79,7 @@ def our_jobs(names=("Qwen/Qwen1.5-{}B", "Qwen/Qwen1.5-{}B")) -> pd.DataFrame:
     rows = []
     for large, small in grid_pairs()[:6]:
         for bench in ("gsm8k", "mbpp"):
-            rows.append({"benchmark": bench, "method": "oracle", "kind": "oracle", "router": "always",
+            rows.append({"benchmark": bench, "variant": "oracle", "method": "oracle", "router": "always",
                          "large": names[0].format(f"{large:g}"), "small": names[1].format(f"{small:g}"),
                          "large_params": large * 1e9, "small_params": small * 1e9,
                          "freq_pooled": 0.1 + 0.001 * large, "freq_pooled_low": 0.09, "freq_pooled_high": 0.2,
@@ -126,13 +126,13 @@ def test_reference_with_missing_columns_names_them(tmp_path):
 def test_wide_table_shape():
     jobs = our_jobs()
     wide = wide_table(jobs)
-    assert list(wide.columns) == ["method", "large", "small", "gsm8k", "mbpp", "status"]
+    assert list(wide.columns) == ["variant", "large", "small", "gsm8k", "mbpp", "status"]
     assert len(wide) == 6 and (wide["status"] == "ok").all()
 
 
 def test_online_tradeoff_adds_never_end():
     jobs = our_jobs().iloc[:2].copy()  # one pair, two benchmarks, router always
-    routed = jobs.assign(method="oracle-entropy-1", router="entropy:1.0", s2_call_rate=0.3, accuracy=0.45)
+    routed = jobs.assign(variant="oracle-entropy-1", router="entropy:1.0", s2_call_rate=0.3, accuracy=0.45)
     online = online_tradeoff(pd.concat([jobs, routed], ignore_index=True))
     assert len(online) == 6  # per benchmark: never, routed, always
     g = online[online["benchmark"] == "gsm8k"]

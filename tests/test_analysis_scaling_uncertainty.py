@@ -94,7 +94,7 @@ def test_bootstrap_reports_replicates_at_the_bound():
     rng = np.random.default_rng(4)
     shares = {}
     for form in ("log_ratio", "power"):
-        points = pd.DataFrame({"method": "m", "benchmark": form, "large": "L", "small": "S", "large_params": LARGE,
+        points = pd.DataFrame({"variant": "m", "benchmark": form, "large": "L", "small": "S", "large_params": LARGE,
                                "small_params": SMALL, "freq": truth(form, RATIO, SMALL) + rng.normal(0, 0.002, 21)})
         intervals, _ = bootstrap_tables(points, "ours", n_boot=100)
         alpha = intervals[(intervals["form"] == "power") & (intervals["parameter"] == "alpha")].iloc[0]
@@ -158,12 +158,12 @@ def test_too_few_pairs_say_so():
             assert math.isnan(row["aicc"]) == (name in undefined), (n, name)
             if name in undefined:
                 assert "AICc undefined" in row["status"]
-    table = forms_table(pd.DataFrame({"method": "m", "benchmark": "b", "large": "L", "small": "S",
+    table = forms_table(pd.DataFrame({"variant": "m", "benchmark": "b", "large": "L", "small": "S",
                                       "large_params": LARGE[:3], "small_params": SMALL[:3], "freq": [0.1, 0.2, 0.15]}),
                         "ours")
     sentence = form_verdicts(table)["sentence"].iloc[0]
     assert sentence.startswith("ours m/b (3 pairs)") and "AICc is undefined" in sentence and "weak evidence" in sentence
-    two = forms_table(pd.DataFrame({"method": "m", "benchmark": "b", "large": "L", "small": "S",
+    two = forms_table(pd.DataFrame({"variant": "m", "benchmark": "b", "large": "L", "small": "S",
                                     "large_params": LARGE[:2], "small_params": SMALL[:2], "freq": [0.1, 0.2]}), "ours")
     assert "too few pairs" in form_verdicts(two)["sentence"].iloc[0]
 
@@ -247,11 +247,11 @@ def test_pair_bootstrap_covers_a_linear_law():
 def request_table(rng, n_requests=40):
     """Per-request counts of two methods × 6 pairs, frequencies from known laws."""
     rows = []
-    for method, law in (("oracle", (0.3, 0.6, 0.25)), ("proxy", (0.2, 0.3, 0.3))):
+    for variant, law in (("oracle", (0.3, 0.6, 0.25)), ("proxy", (0.2, 0.3, 0.3))):
         for large, small in PAIRS[:6]:
             p = power_law(large / small, *law)
             for rid, (hits, tokens) in enumerate(zip(*simulate_jobs([p], n_requests, rng)[0])):
-                rows.append({"method": method, "benchmark": "gsm8k", "large": f"L{large:g}", "small": f"S{small:g}",
+                rows.append({"variant": variant, "benchmark": "gsm8k", "large": f"L{large:g}", "small": f"S{small:g}",
                              "large_params": large * 1e9, "small_params": small * 1e9, "request_id": rid,
                              "tokens": tokens, "interventions": hits})
     return pd.DataFrame(rows)
@@ -265,19 +265,19 @@ def test_bootstrap_tables_compose_the_pieces_and_are_seeded():
     pd.testing.assert_frame_equal(intervals, again)
     assert set(intervals["scheme"]) == {"pairs", "requests"} and (intervals["n_boot"] == 150).all()
     # the requests scheme of one group, rebuilt by hand from the pieces
-    group = points[points["method"] == "oracle"].reset_index(drop=True)
+    group = points[points["variant"] == "oracle"].reset_index(drop=True)
     ratio, small = (group["large_params"] / group["small_params"]).to_numpy(), group["small_params"].to_numpy()
     rng = group_rng(4, "ours", "requests", "oracle", "gsm8k")
     freq_reps = request_replicates([arrays[j] for j in group["job"]], 150, rng)
     form = FORMS["log_ratio"]
     reps = fit_batch(form, ratio, small, freq_reps)[0]
     low, high = np.percentile(reps, [2.5, 97.5], axis=0)
-    mine = intervals[(intervals["scheme"] == "requests") & (intervals["method"] == "oracle")
+    mine = intervals[(intervals["scheme"] == "requests") & (intervals["variant"] == "oracle")
                      & (intervals["form"] == "log_ratio")].set_index("parameter")
     np.testing.assert_allclose(mine.loc[["c", "d"], "low"], low)
     np.testing.assert_allclose(mine.loc[["c", "d"], "high"], high)
     # its band: pointwise percentiles of the replicate curves, around the fitted curve
-    band = bands[(bands["scheme"] == "requests") & (bands["method"] == "oracle") & (bands["form"] == "log_ratio")]
+    band = bands[(bands["scheme"] == "requests") & (bands["variant"] == "oracle") & (bands["form"] == "log_ratio")]
     assert band["ratio"].min() == pytest.approx(ratio.min()) and band["ratio"].max() == pytest.approx(ratio.max())
     curves = predict(form, reps, band["ratio"].to_numpy(), band["small_params"].to_numpy())
     np.testing.assert_allclose(band["low"], np.percentile(curves, 2.5, axis=0))
@@ -288,14 +288,14 @@ def test_uncertainty_tables_side_by_side():
     rng = np.random.default_rng(9)
     requests = request_table(rng)
     points, _ = request_points(requests)
-    jobs = points.assign(kind=points["method"], router="always", freq_pooled=points["freq"])
+    jobs = points.assign(method=points["variant"], router="always", freq_pooled=points["freq"])
     reference = pd.DataFrame({"method": "oracle", "benchmark": "gsm8k", "large_model": [f"Q{l:g}B" for l, _ in PAIRS],
                               "small_model": [f"Q{s:g}B" for _, s in PAIRS], "large_params_b": LARGE / 1e9,
                               "small_params_b": SMALL / 1e9,
                               "collaboration_frequency": truth("log_ratio", RATIO, SMALL) + rng.normal(0, 0.002, 21)})
     tables = uncertainty_tables(jobs, reference, requests, n_boot=100)
     assert set(tables) == {"scaling_forms", "scaling_bootstrap", "scaling_bands", "scaling_verdicts"}
-    verdicts = tables["scaling_verdicts"].set_index(["source", "method"])
+    verdicts = tables["scaling_verdicts"].set_index(["source", "variant"])
     assert len(verdicts) == 3
     assert verdicts.loc[("paper", "oracle"), "best_aicc"] == "log_ratio"
     assert "c + d·ln r" in verdicts.loc[("paper", "oracle"), "sentence"]
@@ -303,4 +303,4 @@ def test_uncertainty_tables_side_by_side():
     assert set(boot[boot["source"] == "paper"]["scheme"]) == {"pairs"}  # one number per pair
     assert set(boot[boot["source"] == "ours"]["scheme"]) == {"pairs", "requests"}
     forms = tables["scaling_forms"]
-    assert (forms.groupby(["source", "method"]).size() == len(FORMS)).all()
+    assert (forms.groupby(["source", "variant"]).size() == len(FORMS)).all()

@@ -37,7 +37,7 @@ def pipeline(tmp_path_factory):
     for job in jobs:
         folder = job.pop("folder")
         inputs = {"trace": str(folder / "trace.parquet"), "metrics": str(folder / "metrics.json")}
-        if job["kind"] != "single":
+        if job["method"] != "single":
             for role in ("small", "large"):
                 inputs[f"{role}_metrics"] = str(root / job["benchmark"] / "single" / job[role] / "metrics.json")
         out = folder / "stats.json"
@@ -56,14 +56,14 @@ def test_job_stats_and_aggregate(pipeline):
     _, root, tables, _ = pipeline
     jobs = pd.read_csv(tables["jobs"])
     assert len(jobs) == 2 * (6 * 5 + 4)
-    single = jobs[jobs["kind"] == "single"]
+    single = jobs[jobs["method"] == "single"]
     assert (single["freq_pooled"] == 0).all() and single["accuracy"].notna().all()
-    pairs = jobs[jobs["kind"] != "single"]
+    pairs = jobs[jobs["method"] != "single"]
     assert pairs["small_accuracy"].notna().all() and pairs["large_accuracy"].notna().all()
     comparison = pd.read_csv(tables["paper_comparison"])
     assert comparison["matched"].sum() == 2 * 6 * 2  # oracle + contrastive, 2 benchmarks, 6 pairs
     wide = pd.read_csv(tables["collaboration_wide"])
-    assert set(wide["method"]) == {"oracle", "contrastive", "speculative", "oracle_entropy_0.5", "oracle_entropy_0.9"}
+    assert set(wide["variant"]) == {"oracle", "contrastive", "speculative", "oracle_entropy_0.5", "oracle_entropy_0.9"}
 
 
 def test_aggregate_refuses_unknown_output(pipeline, tmp_path):
@@ -76,7 +76,7 @@ def test_aggregate_refuses_unknown_output(pipeline, tmp_path):
 def test_scaling_law_table(pipeline):
     _, _, _, fits = pipeline
     table = pd.read_csv(fits["fits"])
-    for col in ["source", "method", "benchmark", "a", "alpha", "b", "r2", "n_pairs", "alt_c", "alt_d", "alt_r2", "status"]:
+    for col in ["source", "variant", "benchmark", "a", "alpha", "b", "r2", "n_pairs", "alt_c", "alt_d", "alt_r2", "status"]:
         assert col in table.columns
     assert set(table["source"]) == {"ours", "paper"}
     paper = table[table["source"] == "paper"]

@@ -45,7 +45,7 @@ class Shape:
     name: str
     models: dict[str, float]
     benchmarks: dict[str, str]  # name -> "accuracy" | "generation-only" (no accuracy metric) | "no metrics"
-    methods: dict[str, tuple[str, str]]  # label -> (kind, router)
+    variants: dict[str, tuple[str, str]]  # variant -> (method, router)
     skip: set = field(default_factory=set)  # (label, benchmark) not run (proxy on MT-Bench)
     traces: dict = field(default_factory=dict)  # (label, benchmark) -> "never" | "always" | "empty" | "gaps"
     reference: bool = False
@@ -97,14 +97,14 @@ def write_metrics(path: Path, kind: str, value: float) -> None:
 
 
 def job_trace(rng, shape: Shape, label: str, benchmark: str, oracle: pd.DataFrame) -> pd.DataFrame:
-    kind, router = shape.methods[label]
+    method, router = shape.variants[label]
     how = shape.traces.get((label, benchmark))
-    if kind == "speculative":  # System 1 agreeing or not decides the rounds; rows are removed after
+    if method == "speculative":  # System 1 agreeing or not decides the rounds; rows are removed after
         before, after = (how, None) if how in ("never", "always") else (None, how)
         return shaped(speculative_rows(shaped(oracle, before), K), after)
     if router != "always":
         return oracle_rows(rng, N_REQUESTS, 0.12, float(router.split(":")[1]))
-    return shaped(oracle if kind == "oracle" else oracle_rows(rng, N_REQUESTS, 0.08), how)
+    return shaped(oracle if method == "oracle" else oracle_rows(rng, N_REQUESTS, 0.08), how)
 
 
 def write_shape(shape: Shape, root: Path) -> list[tuple[dict, dict]]:
@@ -116,22 +116,22 @@ def write_shape(shape: Shape, root: Path) -> list[tuple[dict, dict]]:
             folder = root / benchmark / "single" / model
             write_metrics(folder / "metrics.json", metric_kind, 0.1 + 0.05 * math.log10(params))
             write_trace(oracle_rows(rng, N_REQUESTS, 0.1, entropy_router=99.0), folder / "trace.parquet",
-                        {"method": "large", "router": "never"})
-            ident = {"benchmark": benchmark, "method": "single", "kind": "single", "router": "never",
+                        {"method": "single", "router": "never"})
+            ident = {"benchmark": benchmark, "variant": "single", "method": "single", "router": "never",
                      "large": model, "small": model, "large_params": params, "small_params": params, "k": None}
             jobs.append((ident, {"trace": str(folder / "trace.parquet"), "metrics": str(folder / "metrics.json")}))
         for large, small in shape.pairs():
             oracle = oracle_rows(rng, N_REQUESTS, 0.15)
-            for label, (kind, router) in shape.methods.items():
+            for label, (method, router) in shape.variants.items():
                 if (label, benchmark) in shape.skip:
                     continue
                 folder = root / benchmark / label / f"{large}__{small}"
                 write_trace(job_trace(rng, shape, label, benchmark, oracle), folder / "trace.parquet",
-                            {"method": kind, "router": router, "params": {"k": K}})
+                            {"method": method, "router": router, "params": {"k": K}})
                 write_metrics(folder / "metrics.json", metric_kind, 0.3)
-                ident = {"benchmark": benchmark, "method": label, "kind": kind, "router": router, "large": large,
+                ident = {"benchmark": benchmark, "variant": label, "method": method, "router": router, "large": large,
                          "small": small, "large_params": shape.models[large], "small_params": shape.models[small],
-                         "k": K if kind == "speculative" else None}
+                         "k": K if method == "speculative" else None}
                 inputs = {"trace": str(folder / "trace.parquet"), "metrics": str(folder / "metrics.json")}
                 for role in ("small", "large"):
                     inputs[f"{role}_metrics"] = str(root / benchmark / "single" / ident[role] / "metrics.json")
@@ -180,7 +180,7 @@ def test_every_declared_output_exists_and_says_what_is_missing(built):
             silent = table[table[column].isna() & table["status"].eq("ok")]
             assert silent.empty, f"{shape.name}: {name}.{column} missing without a reason:\n{silent.head()}"
     for wide in ("collaboration_wide", "accuracy_wide"):
-        cells = tables[wide].drop(columns=["method", "large", "small", "status"])
+        cells = tables[wide].drop(columns=["variant", "large", "small", "status"])
         assert (cells.notna().all(axis=1) | tables[wide]["status"].ne("ok")).all(), wide
     for name, figure in panels.items():
         png = root / outputs.FIGURES[name].path
@@ -207,10 +207,10 @@ def test_what_each_shape_says(built):
 
 def says_paper_like(tables, panels, summary):
     """MT-Bench has no accuracy metric, proxy skipped there: the reported crash's grid."""
-    acc = tables["accuracy_wide"].query("method != 'proxy'").set_index(["method", "large", "small"])
+    acc = tables["accuracy_wide"].query("variant != 'proxy'").set_index(["variant", "large", "small"])
     assert acc["mtbench"].isna().all() and acc["gsm8k"].notna().all()
     assert acc["status"].str.contains("mtbench: no accuracy metric").all()
-    proxy = tables["collaboration_wide"].query("method == 'proxy'")
+    proxy = tables["collaboration_wide"].query("variant == 'proxy'")
     assert (proxy["status"] == "mtbench: not run").all() and proxy["mtbench"].isna().all()
     assert any("mtbench" in n and "no accuracy metric" in n for n in notes(panels, "accuracy"))
     assert "proxy not run on mtbench" in notes(panels, "uncertainty_distributions")
@@ -238,16 +238,16 @@ def says_single_pair(tables, panels, summary):
 
 def says_degenerate(tables, panels, summary):
     """Never / always intervened, no tokens at all, requests without tokens."""
-    jobs = tables["jobs"].set_index(["benchmark", "method"])
-    auroc = tables["auroc"].set_index(["benchmark", "method"])
+    jobs = tables["jobs"].set_index(["benchmark", "variant"])
+    auroc = tables["auroc"].set_index(["benchmark", "variant"])
     assert auroc.loc[("arith", "oracle"), "status"].eq("no intervention (System 2 never changed a token)").all()
     assert auroc.loc[("arith", "contrastive"), "status"].eq("every position intervened").all()
     assert jobs.loc[("arith", "oracle"), "freq_pooled"] == 0
     assert jobs.loc[("arith", "speculative"), "freq_corrections"] == 0
     assert jobs.loc[("arith", "proxy"), "status"] == "2 of 6 requests generated no tokens"
-    for method in ("oracle", "speculative", "proxy"):
-        assert jobs.loc[("other", method), "status"].startswith("no generated tokens"), method
-        assert auroc.loc[("other", method), "status"].str.startswith("no generated tokens").all()
+    for variant in ("oracle", "speculative", "proxy"):
+        assert jobs.loc[("other", variant), "status"].startswith("no generated tokens"), variant
+        assert auroc.loc[("other", variant), "status"].str.startswith("no generated tokens").all()
     spec = tables["speculative"].query("source == 'measured' and benchmark == 'other'")
     assert spec["status"].str.startswith("no rounds").all() and (spec["rounds"] == 0).all()
     summary_rows = tables["router_offline_summary"]

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from fsgen.analysis import analyze_job
+from fsgen.analysis.job import analyze_job
 from fsgen.analysis.routing import offline_router_curves, on_grid, sweep_curve
-from fsgen.analysis.speculative import measured_acceptance, predicted_acceptance, simulate_rounds
+from fsgen.analysis.acceptance import measured_acceptance, predicted_acceptance, simulate_rounds
 from fsgen.analysis.stats import bootstrap_frequency, collaboration_stats, primary_metric
 from fsgen.analysis.uncertainty import auroc, intervention_position_shares, signal_aurocs
 
@@ -205,7 +205,7 @@ def test_offline_router_curves_on_separable_trace():
 
 def test_analyze_job_oracle_record():
     trace = make_trace([[0, 1, 0, 0], [1, 0, 0], [0, 0, 1, 0, 0]])
-    job = {"benchmark": "arith", "method": "oracle", "kind": "oracle", "large": "L", "small": "S",
+    job = {"benchmark": "arith", "variant": "oracle", "method": "oracle", "large": "L", "small": "S",
            "large_params": 4e9, "small_params": 1e9}
     metrics = {"metrics": {"exact_match,none": 0.5}}
     rec = analyze_job(trace, job, {"router": "always"}, metrics, {"metrics": {"exact_match,none": 0.3}}, None,
@@ -213,5 +213,40 @@ def test_analyze_job_oracle_record():
     assert rec["job"]["router"] == "always"
     assert rec["accuracy"]["method"] == 0.5 and rec["accuracy"]["small"] == 0.3 and math.isnan(rec["accuracy"]["large"])
     assert len(rec["predicted_speculative"]) == 8 and "router_offline" in rec
-    with pytest.raises(KeyError, match="kind"):
+    with pytest.raises(KeyError, match="variant"):
         analyze_job(trace, {"benchmark": "arith", "method": "oracle"})
+
+
+def test_job_identity_names_variant_and_method():
+    """The job dict the rules pass (fsgen.pipeline.jobs.job_identity) has exactly the analysis's keys:
+    the variant (config entry, a router sweep's member) and its registry method."""
+    from test_workflow_support import demo_config
+
+    from fsgen.analysis.job import JOB_KEYS
+    from fsgen.pipeline import jobs as pj
+
+    config = demo_config()
+    routed = next(j for j in pj.decode_jobs(config) if j["variant"].startswith("oracle_entropy-"))
+    ident = pj.job_identity(config, routed)
+    assert set(ident) == set(JOB_KEYS)
+    assert ident["variant"] == routed["variant"] and ident["method"] == "oracle"
+    assert ident["router"].startswith("entropy:") and ident["large"] == routed["large"]
+    spec = pj.job_identity(config, next(j for j in pj.decode_jobs(config) if j["variant"] == "speculative"))
+    assert spec["method"] == "speculative" and spec["k"] == config["methods"]["speculative"]["k"]
+    single = pj.job_identity(config, pj.single_jobs(config)[0])
+    assert (single["variant"], single["method"], single["router"]) == ("single", "single", "never")
+    assert single["large"] == single["small"] and single["large_params"] == single["small_params"]
+
+
+def test_single_model_runs_are_asked_of_the_registry():
+    """A method registered with pair=False is a baseline to every table (no list in the analysis)."""
+    from fsgen.analysis.stats import pair_mask
+    from fsgen.decoding.methods import METHODS, Method, register_method
+
+    register_method(Method("toy_lone_model", roles=("model",), system1="model", pair=False))
+    try:
+        jobs = pd.DataFrame({"method": ["toy_lone_model", "oracle", "single", "not_registered", "proxy"],
+                             "large": ["L", "L", "L", "L", None], "small": ["S"] * 5})
+        assert pair_mask(jobs).tolist() == [False, True, False, True, False]
+    finally:
+        del METHODS["toy_lone_model"]

@@ -18,14 +18,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fsgen.analysis import analyze_job, write_json
-from fsgen.analysis.speculative import simulate_rounds
+from fsgen.analysis.acceptance import simulate_rounds
+from fsgen.analysis.job import analyze_job, write_stats
 from fsgen.trace import read_trace, write_trace
 
 MODELS = {"tiny-0.5B": 0.5e9, "tiny-1.8B": 1.8e9, "tiny-4B": 4e9, "tiny-7B": 7e9}
 BENCHMARKS = ("arith", "gsm8k")
 METRIC = "exact_match,flexible-extract"
-METHODS = {  # label -> (kind, router)
+VARIANTS = {  # variant -> (method, router)
     "oracle": ("oracle", "always"),
     "contrastive": ("contrastive", "always"),
     "speculative": ("speculative", "always"),
@@ -101,31 +101,31 @@ def make_study(root: Path, n_requests: int = 40, seed: int = 0) -> list[dict]:
             folder = root / benchmark / "single" / model
             _write_metrics(folder / "metrics.json", benchmark, acc)
             write_trace(oracle_rows(rng, n_requests, 0.1, entropy_router=99.0), folder / "trace.parquet",
-                        {"method": "small", "router": "never", "models": {"small": model}, "params": {}})
-            jobs.append({"benchmark": benchmark, "method": "single", "kind": "single", "router": "never",
+                        {"method": "single", "router": "never", "models": {"model": model}, "params": {}})
+            jobs.append({"benchmark": benchmark, "variant": "single", "method": "single", "router": "never",
                          "large": model, "small": model, "large_params": params, "small_params": params,
                          "k": None, "folder": folder})
         for large, small in pairs():
             freq = target_frequency(large, small, benchmark)
             oracle = oracle_rows(rng, n_requests, freq)
-            for label, (kind, router) in METHODS.items():
-                if kind == "speculative":
+            for label, (method, router) in VARIANTS.items():
+                if method == "speculative":
                     trace = speculative_rows(oracle, K)
                 elif router != "always":
                     trace = oracle_rows(rng, n_requests, freq, float(router.split(":")[1]))
-                elif kind == "contrastive":
+                elif method == "contrastive":
                     trace = oracle_rows(rng, n_requests, freq * 0.7)
                 else:
                     trace = oracle
                 folder = root / benchmark / label / f"{large}__{small}"
-                meta = {"method": kind, "router": router, "models": {"small": small, "large": large},
+                meta = {"method": method, "router": router, "models": {"small": small, "large": large},
                         "params": {"k": K}}
                 write_trace(trace, folder / "trace.parquet", meta)
                 s_acc = 0.25 + 0.07 * math.log(MODELS[small] / 1e8)
                 l_acc = 0.25 + 0.07 * math.log(MODELS[large] / 1e8)
                 call = trace["s2_called"].mean()
                 _write_metrics(folder / "metrics.json", benchmark, s_acc + (l_acc - s_acc) * (0.5 + 0.4 * call))
-                jobs.append({"benchmark": benchmark, "method": label, "kind": kind, "router": router,
+                jobs.append({"benchmark": benchmark, "variant": label, "method": method, "router": router,
                              "large": large, "small": small, "large_params": MODELS[large],
                              "small_params": MODELS[small], "folder": folder})
     return jobs
@@ -145,12 +145,12 @@ def analyze_study(root: Path, jobs: list[dict], n_boot: int = 200) -> list[Path]
         metrics = json.loads((folder / "metrics.json").read_text())
         single = root / job["benchmark"] / "single"
         small = large = None
-        if job["kind"] != "single":  # as rules/common.smk's stats_inputs: baselines for pairs only
+        if job["method"] != "single":  # as rules/common.smk's stats_inputs: baselines for pairs only
             small = json.loads((single / job["small"] / "metrics.json").read_text())
             large = json.loads((single / job["large"] / "metrics.json").read_text())
         ident = {k: v for k, v in job.items() if k != "folder"}
         record = analyze_job(trace, ident, meta, metrics, small, large, METRIC, n_boot=n_boot)
-        write_json(record, folder / "stats.json")
+        write_stats(record, folder / "stats.json")
         paths.append(folder / "stats.json")
     return paths
 
@@ -164,13 +164,13 @@ def study(tmp_path_factory):
 
 def test_records_are_strict_json_and_complete(study):
     root, paths = study
-    assert len(paths) == len(BENCHMARKS) * (len(pairs()) * len(METHODS) + len(MODELS))
+    assert len(paths) == len(BENCHMARKS) * (len(pairs()) * len(VARIANTS) + len(MODELS))
     for path in paths:
         record = json.loads(Path(path).read_text(), parse_constant=lambda c: pytest.fail(f"{c} in {path}"))
         assert 0 <= record["stats"]["freq_pooled"] <= 1
-        if record["job"]["method"] == "speculative":
+        if record["job"]["variant"] == "speculative":
             assert record["speculative"]["k"] == K
-        if record["job"]["method"] == "oracle":
+        if record["job"]["variant"] == "oracle":
             assert "predicted_speculative" in record and "router_offline" in record
 
 
@@ -200,7 +200,7 @@ def test_full_analysis_renders_everything(study, tmp_path):
     # fitted, or flagged: a parameter at its 0.05 bound leaves the exponent unidentified
     assert (fits["status"].eq("ok") | fits["status"].str.startswith("not identified")).all()
     # routed runs need not follow the law (the bounds a, α, b ≥ 0.05 can give R² < 0); the rest do
-    law_like = fits[~fits["method"].str.contains("entropy")]
+    law_like = fits[~fits["variant"].str.contains("entropy")]
     assert law_like["r2"].between(0, 1).all() and law_like["alt_r2"].between(0, 1).all()
     assert tables["paper_comparison"]["matched"].sum() == len(pairs()) * len(BENCHMARKS) * 2
     out = Path(os.environ.get("FSGEN_FIGURES_DIR", tmp_path))

@@ -12,9 +12,18 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from fsgen.analysis import outputs
 from fsgen.cli import main
 from fsgen.pipeline.rulescript import run_script
-from fsgen.status import collect, format_status, incomplete_outputs, last_events, load_config, workflow_locked
+from fsgen.status import (
+    analyses,
+    collect,
+    format_status,
+    incomplete_outputs,
+    last_events,
+    load_config,
+    workflow_locked,
+)
 from fsgen.testing import build_tiny_family, write_generation_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,8 +118,10 @@ def grid(tmp_path_factory):
     for name in OUTPUTS:
         (workdir / ORACLE).mkdir(parents=True, exist_ok=True)
         (workdir / ORACLE / name).write_text("{}\n" * 3)
-    (workdir / "results" / "figures").mkdir(parents=True)
-    (workdir / "results" / "figures" / "collaboration.png").write_bytes(b"png")
+    # every figure of the registry is there: the figures rule is done
+    for figure in outputs.FIGURES.values():
+        (workdir / "results" / figure.path).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / "results" / figure.path).write_bytes(b"png")
     single = "results/tiny/single/ts"
     snakemake_log(workdir, "2026-01-01T000000.000000", f"""[Thu Jan  1 00:00:00 2026]
 Error in rule score:
@@ -159,6 +170,24 @@ def test_printed_summary(grid, capsys):
                     "analyses": [1, 0, 0, 0, 4, 5]}
     assert "running     decode   tiny/spec/tl__ts (2 of 3 requests decoded, cluster job 4242)" in lines
     assert "failed      score    tiny/oracle/tl__ts  log: results/logs/score/tiny/oracle/tl__ts.log" in lines
+
+
+def test_analyses_are_the_registry_outputs(grid):
+    """Each analysis rule is done when every output the registry gives it exists (rules/analyze.smk
+    declares the same ones); the paper comparison belongs to aggregate only with a reference."""
+    rules = analyses(grid.config)
+    assert list(rules) == ["aggregate", "scaling_law", "figures", "summary", "report"]
+    assert rules["figures"] == [f.path for f in outputs.FIGURES.values()]
+    assert rules["scaling_law"] == ["tables/scaling_law.csv", "tables/scaling_residuals.csv"]
+    assert "tables/paper_comparison.csv" not in rules["aggregate"]
+    assert "tables/paper_comparison.csv" in analyses({**grid.config, "reference": "ref.csv"})["aggregate"]
+    assert "report" not in analyses({**grid.config, "report": False})
+    missing = grid.workdir / "results" / outputs.FIGURES["speculative"].path
+    missing.rename(missing.with_suffix(".bak"))
+    try:
+        assert by_name(collect(grid.workdir, grid.config))[("analyses", "figures")].state == "pending"
+    finally:
+        missing.with_suffix(".bak").rename(missing)
 
 
 def test_without_the_lock_a_marked_job_was_interrupted(grid):

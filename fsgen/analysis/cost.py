@@ -26,9 +26,9 @@ import pandas as pd
 
 from fsgen.analysis.scaling import percentile_interval
 from fsgen.analysis.scaling_forms import group_rng
-from fsgen.analysis.stats import SINGLE_KINDS, bool_column, primary_metric
+from fsgen.analysis.stats import bool_column, primary_metric, single_model, single_model_rows
+from fsgen.decoding.methods import get_method
 
-STEP_KINDS = ("oracle", "contrastive", "proxy")  # the step loop with a System 2 side
 COST_COLUMNS = ["tokens", "s2_tokens", "s2_consultations", "s2_forward_passes", "s1_tokens_read", "s2_tokens_read"]
 COST_MODELS = ("s2_share", "s2_calls", "flops", "wall_s")
 
@@ -36,18 +36,25 @@ COST_MODELS = ("s2_share", "s2_calls", "flops", "wall_s")
 # ------------------------------------------------------------------ per-request costs of one job
 
 
-def request_costs(trace: pd.DataFrame, kind: str, router: str = "always", k: int | None = None,
+def cost_loop(method: str) -> str:
+    """How a method's costs are counted, from the registry: "single" (one model alone), "step"
+    (the step loop: oracle, contrastive, proxy) or "speculative" (draft and verify)."""
+    entry = get_method(method)  # ValueError naming the known methods
+    return "single" if not entry.pair else ("step" if entry.loop == "steploop" else "speculative")
+
+
+def request_costs(trace: pd.DataFrame, method: str, router: str = "always", k: int | None = None,
                   prompt_lengths: dict | pd.Series | None = None) -> pd.DataFrame:
     """One row per request: request_id, tokens, s2_tokens, s2_consultations, s2_forward_passes,
     s1_tokens_read, s2_tokens_read, prompt_counted.
 
-    kind: single|small|large (one model, recorded as System 1), oracle|contrastive|proxy (step
-    loop), speculative (needs k, the drafts per round). prompt_lengths: request_id -> prompt
-    tokens; without them only generated tokens (and drafts) are counted as read.
+    method: of the registry (`cost_loop`): single (one model, recorded as System 1), a step-loop
+    method (oracle, contrastive, proxy) or speculative (needs k, the drafts per round).
+    prompt_lengths: request_id -> prompt tokens; without them only generated tokens (and drafts)
+    are counted as read.
     """
-    if kind not in (*SINGLE_KINDS, *STEP_KINDS, "speculative"):
-        raise ValueError(f"unknown job kind {kind!r}")
-    if kind == "speculative" and not k:
+    loop = cost_loop(method)
+    if loop == "speculative" and not k:
         raise ValueError("speculative costs need k (drafts per round, from the job or trace metadata)")
     if len(trace) == 0:
         return pd.DataFrame(columns=["request_id", *COST_COLUMNS, "prompt_counted"])
@@ -65,10 +72,10 @@ def request_costs(trace: pd.DataFrame, kind: str, router: str = "always", k: int
         tokens=("tokens", "sum"), consulted=("consulted", "sum"), runs=("run_start", "sum"),
         last=("last", "max"), own=("own", "sum"))
     out = pd.DataFrame({"tokens": per["tokens"]}, index=per.index)
-    if kind in SINGLE_KINDS:  # the lone model reads every token but the last
+    if loop == "single":  # the lone model reads every token but the last
         out = out.assign(s2_tokens=0, s2_consultations=0, s2_forward_passes=0, s2_tokens_read=0,
                          s1_tokens_read=per["tokens"] - 1)
-    elif kind in STEP_KINDS:  # a consultation at t reads every token decided since the last one
+    elif loop == "step":  # a consultation at t reads every token decided since the last one
         out = out.assign(s2_tokens=per["consulted"], s2_consultations=per["runs"],
                          s2_forward_passes=per["consulted"], s2_tokens_read=per["last"].clip(lower=0),
                          s1_tokens_read=per["tokens"] - 1)
@@ -81,9 +88,9 @@ def request_costs(trace: pd.DataFrame, kind: str, router: str = "always", k: int
     if prompt_lengths is not None:
         prompt = _prompt_lengths(prompt_lengths, out.index)
         out["s1_tokens_read"] += prompt
-        if kind == "speculative":
+        if loop == "speculative":
             out["s2_tokens_read"] += prompt
-        elif kind in STEP_KINDS and router != "never":  # prefilled with the prompt but its last token
+        elif loop == "step" and router != "never":  # prefilled with the prompt but its last token
             out["s2_tokens_read"] += prompt - 1 + (per["consulted"] > 0)
     return out.reset_index()[["request_id", *COST_COLUMNS, "prompt_counted"]]
 
@@ -108,20 +115,24 @@ def _prompt_lengths(prompt_lengths, request_ids: pd.Index) -> pd.Series:
     return lengths.reindex(request_ids).astype(int)
 
 
-def add_flops(costs: pd.DataFrame, kind: str, large_params: float, small_params: float) -> pd.DataFrame:
-    """flops = 2·N_S1·s1_tokens_read + 2·N_S2side·s2_tokens_read (N_S2side: large, + small for proxy)."""
-    s1_params = large_params if kind == "large" else small_params
-    s2_params = large_params + (small_params if kind == "proxy" else 0.0)
+def add_flops(costs: pd.DataFrame, method: str, large_params: float, small_params: float) -> pd.DataFrame:
+    """flops = 2·N_S1·s1_tokens_read + 2·N_S2side·s2_tokens_read, the sizes of the method's System 1
+    role and System 2 roles in the registry (proxy's System 2 side: the large and the base small
+    model; a single-model run: large = small = its model)."""
+    entry = get_method(method)
+    size = {"large": large_params, "small": small_params, "small_tuned": small_params, "model": small_params}
+    s1_params = size[entry.system1]
+    s2_params = sum(size[role] for role in entry.system2)
     return costs.assign(flops=2.0 * (s1_params * costs["s1_tokens_read"] + s2_params * costs["s2_tokens_read"]))
 
 
 def job_costs(trace: pd.DataFrame, job: dict, metadata: dict | None = None,
               prompt_lengths: dict | None = None) -> pd.DataFrame:
-    """request_costs + flops for one job (job: kind, router, large_params, small_params, k)."""
+    """request_costs + flops for one job (job: method, router, large_params, small_params, k)."""
     metadata = metadata or {}
     k = job.get("k") or metadata.get("k") or (metadata.get("params") or {}).get("k")
-    costs = request_costs(trace, job["kind"], job.get("router") or "always", k, prompt_lengths)
-    return add_flops(costs, job["kind"], float(job["large_params"]), float(job["small_params"]))
+    costs = request_costs(trace, job["method"], job.get("router") or "always", k, prompt_lengths)
+    return add_flops(costs, job["method"], float(job["large_params"]), float(job["small_params"]))
 
 
 def cost_summary(costs: pd.DataFrame) -> dict:
@@ -152,9 +163,9 @@ def read_wall_seconds(path) -> float:
 def decode_benchmark_path(bench_dir, job: dict) -> Path:
     """The decode job's benchmark TSV, as rules/decode.smk names it."""
     bench_dir = Path(bench_dir) / "decode" / job["benchmark"]
-    if job["kind"] in SINGLE_KINDS:
+    if single_model(job["method"]):
         return bench_dir / "single" / f"{job['large']}.tsv"
-    return bench_dir / job["method"] / f"{job['large']}__{job['small']}.tsv"
+    return bench_dir / job["variant"] / f"{job['large']}__{job['small']}.tsv"
 
 
 def _read_jsonl(path) -> list[dict]:
@@ -245,17 +256,18 @@ def cost_to_reach(cost, accuracy, target: float) -> tuple[float, list[int]]:
 # ------------------------------------------------------------------ one pair's settings and replicates
 
 SMALL_ALONE, LARGE_ALONE = "small alone", "large alone"
-PAIR_NEED = ["benchmark", "method", "kind", "router", "large", "small", "request_id", "correct", *COST_COLUMNS, "flops"]
+PAIR_NEED = ["benchmark", "variant", "method", "router", "large", "small", "request_id", "correct", *COST_COLUMNS,
+             "flops"]
 
 
 def pair_requests(requests: pd.DataFrame, benchmark: str, large: str, small: str) -> pd.DataFrame:
     """The per-request rows of every setting of one pair (column `setting`): its collaboration
-    jobs (by method name), the small model alone and the large model alone. A lone run of the
+    jobs (by variant name), the small model alone and the large model alone. A lone run of the
     large model counts as System 2 deciding (and reading) every token, read in one call."""
     bench = requests[requests["benchmark"] == benchmark]
-    lone = bench["kind"].isin(SINGLE_KINDS)
-    model = np.where(bench["kind"] == "small", bench["small"], bench["large"])  # a lone run's model
-    collab = bench[~lone & (bench["large"] == large) & (bench["small"] == small)].assign(setting=lambda d: d["method"])
+    lone = single_model_rows(bench["method"])
+    model = bench["large"]  # a lone run's model (large = small)
+    collab = bench[~lone & (bench["large"] == large) & (bench["small"] == small)].assign(setting=lambda d: d["variant"])
     alone_small = bench[lone & (model == small)].assign(setting=SMALL_ALONE)
     alone_large = bench[lone & (model == large)].assign(setting=LARGE_ALONE)
     alone_large = alone_large.assign(
@@ -354,7 +366,7 @@ def frontier_tables(requests: pd.DataFrame, n_boot: int = 1000, seed: int = 0, l
     if missing:
         raise KeyError(f"per-request table lacks columns {missing}")
     tables = {"frontier_points": [], "frontier_bands": [], "gap_recovery": []}
-    collab = requests[~requests["kind"].isin(SINGLE_KINDS)]
+    collab = requests[~single_model_rows(requests["method"])]
     for bench, large, small in collab[["benchmark", "large", "small"]].drop_duplicates().itertuples(index=False):
         key = {"benchmark": bench, "large": large, "small": small}
         rows = pair_requests(requests, bench, large, small)

@@ -10,12 +10,12 @@ import math
 
 import pandas as pd
 
-from fsgen.analysis.routing import FAMILY_SIGNAL, online_tradeoff, recall_at
-from fsgen.analysis.stats import SINGLE_KINDS
+from fsgen.analysis.routing import FAMILY_SIGNAL, ONLINE_COLUMNS, online_tradeoff, recall_at
+from fsgen.analysis.stats import single_model
 from fsgen.analysis.status import OK, explain_empty, token_status
 from fsgen.analysis.uncertainty import SIGNALS, auroc_status
 
-ID = ["benchmark", "method", "kind", "router", "large", "small"]
+ID = ["benchmark", "variant", "method", "router", "large", "small"]
 ROUTER_FAMILIES = [*FAMILY_SIGNAL, "learned"]
 SINGLE_RUN = "single-model run (no System 2 decisions)"
 
@@ -41,7 +41,7 @@ def auroc_table(records) -> pd.DataFrame:
     rows = []
     for rec in records:
         au, consulted = rec.get("auroc") or {}, rec.get("auroc_consulted")
-        if rec["job"].get("kind") in SINGLE_KINDS:
+        if single_model(rec["job"].get("method")):
             status = SINGLE_RUN
         elif not au:
             status = _missing_reason(rec)
@@ -93,7 +93,7 @@ def histograms_table(records) -> pd.DataFrame:
 
 
 SPEC_FREQUENCIES = [f"{name}{end}" for name in ("freq_s2_tokens", "freq_corrections") for end in ("", "_low", "_high")]
-SPEC_COLUMNS = ["benchmark", "large", "small", "source", "method", "k", "rounds", "acceptance_rate",
+SPEC_COLUMNS = ["benchmark", "large", "small", "source", "variant", "k", "rounds", "acceptance_rate",
                 "mean_accepted_length", "s2_passes_per_token", *SPEC_FREQUENCIES, "status"]
 
 
@@ -106,20 +106,20 @@ def speculative_tables(records) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, hist = [], []
     for rec in records:
         ids = {k: rec["job"].get(k) for k in ("benchmark", "large", "small")}
-        method = rec["job"]["method"]
+        variant = rec["job"]["variant"]
         spec = rec.get("speculative")
         if spec:
             freqs = {k: _num(rec["stats"].get(k)) for k in SPEC_FREQUENCIES}
             status = OK if spec.get("rounds") else f"no rounds: {_missing_reason(rec)}"
-            rows.append({**ids, "source": "measured", "method": method, **_spec_row(spec), **freqs, "status": status})
-            hist += _hist_rows(ids, "measured", method, spec)
+            rows.append({**ids, "source": "measured", "variant": variant, **_spec_row(spec), **freqs, "status": status})
+            hist += _hist_rows(ids, "measured", variant, spec)
         for pred in rec.get("predicted_speculative") or []:
             status = OK if pred.get("rounds") else "no rounds"
-            rows.append({**ids, "source": "predicted", "method": method, **_spec_row(pred), "status": status})
-            hist += _hist_rows(ids, "predicted", method, pred)
+            rows.append({**ids, "source": "predicted", "variant": variant, **_spec_row(pred), "status": status})
+            hist += _hist_rows(ids, "predicted", variant, pred)
     why = "no speculative job and no oracle job with router always"
     return (explain_empty(pd.DataFrame(rows, columns=SPEC_COLUMNS), why),
-            explain_empty(pd.DataFrame(hist, columns=["benchmark", "large", "small", "source", "method", "k",
+            explain_empty(pd.DataFrame(hist, columns=["benchmark", "large", "small", "source", "variant", "k",
                                                       "accepted", "rounds"]), why))
 
 
@@ -128,14 +128,14 @@ def _spec_row(spec: dict) -> dict:
             ("k", "rounds", "acceptance_rate", "mean_accepted_length", "s2_passes_per_token")}
 
 
-def _hist_rows(ids, source, method, spec) -> list[dict]:
-    return [{**ids, "source": source, "method": method, "k": int(spec["k"]), "accepted": a, "rounds": c}
+def _hist_rows(ids, source, variant, spec) -> list[dict]:
+    return [{**ids, "source": source, "variant": variant, "k": int(spec["k"]), "accepted": a, "rounds": c}
             for a, c in enumerate(spec.get("accepted_hist") or [])]
 
 
 def is_offline_source(rec: dict) -> bool:
     """Oracle runs with router `always` are the offline router sweeps' source."""
-    return rec["job"].get("kind") == "oracle" and (rec["job"].get("router") or "always") == "always"
+    return rec["job"].get("method") == "oracle" and (rec["job"].get("router") or "always") == "always"
 
 
 def router_offline_table(records) -> pd.DataFrame:
@@ -144,10 +144,10 @@ def router_offline_table(records) -> pd.DataFrame:
         curves = rec.get("router_offline")
         if curves:
             frame = pd.DataFrame(curves)
-            for k in ("benchmark", "method", "large", "small"):
+            for k in ("benchmark", "variant", "large", "small"):
                 frame.insert(0, k, rec["job"].get(k))
             frames.append(frame)
-    cols = ["benchmark", "method", "large", "small", "router", "grid", "share_sent", "recall", "threshold"]
+    cols = ["benchmark", "variant", "large", "small", "router", "grid", "share_sent", "recall", "threshold"]
     table = pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
     return explain_empty(table, "no oracle job with router always, or none with 2 or more requests")
 
@@ -185,11 +185,10 @@ def router_offline_summary(curves: pd.DataFrame, shares=(0.1, 0.2), missing: lis
 
 def router_online_table(jobs: pd.DataFrame) -> pd.DataFrame:
     """`online_tradeoff`, with a status naming a missing accuracy (or that no run has a router)."""
-    online = online_tradeoff(jobs) if len(jobs) and "kind" in jobs.columns else pd.DataFrame(
-        columns=["benchmark", "large", "small", "kind", "method", "router", "s2_call_rate", "accuracy", "freq_pooled"])
+    online = online_tradeoff(jobs) if len(jobs) and "method" in jobs.columns else pd.DataFrame(columns=ONLINE_COLUMNS)
     if online.empty:
         return explain_empty(online, "no run with a router other than always")
-    keys = ["benchmark", "method", "large", "small"]
+    keys = ["benchmark", "variant", "large", "small"]
     reason = jobs[[*keys, "accuracy_status"]] if "accuracy_status" in jobs.columns else jobs[keys].assign(
         accuracy_status="no accuracy")
     online = online.merge(reason.drop_duplicates(keys), on=keys, how="left")

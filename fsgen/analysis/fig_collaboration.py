@@ -1,7 +1,8 @@
 """Figures of accuracy, collaboration frequency and the scaling laws.
 
 Each function takes the tables dict and returns a Figure, or a string saying why there is none
-(then `fsgen.analysis.figures.render` draws a labelled placeholder). Empty panels say why.
+(then `fsgen.analysis.figures.render` draws a labelled placeholder; it also sets the figure's
+title, `figures.DRAW`). Empty panels say why.
 """
 
 from __future__ import annotations
@@ -23,61 +24,66 @@ def reasons(df: pd.DataFrame, column: str = "status", default: str = "no values"
     return "; ".join(found[:3]) or default
 
 
-def not_run_note(sub: pd.DataFrame, methods: list[str]) -> str:
-    absent = [m for m in methods if m not in set(sub["method"])]
+def not_run_note(sub: pd.DataFrame, variants: list[str]) -> str:
+    absent = [m for m in variants if m not in set(sub["variant"])]
     return f"\n(not run: {', '.join(absent)})" if absent else ""
 
 
-def fig_accuracy(tables):
+def pair_panels(tables, width_per_pair: float):
+    """One panel per benchmark over the pairs (x) of the pair jobs with router `always`, ticks and
+    title set: (variants, fig, axes, [(ax, benchmark, its jobs, its pairs, x)]), or why none."""
     jobs = always_jobs(tables)
     if jobs.empty:
         return "no pair job with router always"
-    benchmarks, methods = sorted(jobs["benchmark"].unique()), sorted(jobs["method"].unique())
-    fig, axes = grid(1, len(benchmarks), w=max(4.0, 0.9 * len(pairs_in_order(jobs)) + 1), h=3.2)
-    series = ["small alone", *methods, "large alone"]
-    width = 0.8 / len(series)
+    benchmarks, variants = sorted(jobs["benchmark"].unique()), sorted(jobs["variant"].unique())
+    fig, axes = grid(1, len(benchmarks), w=max(4.0, width_per_pair * len(pairs_in_order(jobs)) + 1), h=3.2)
+    panels = []
     for ax, bench in zip(axes[0], benchmarks):
         sub = jobs[jobs["benchmark"] == bench]
         pairs = pairs_in_order(sub)
         x = np.arange(len(pairs))
-        for i, name in enumerate(series):
-            column, color = BASELINES.get(name, ("accuracy", f"C{methods.index(name)}" if name in methods else None))
-            rows = sub if name in BASELINES else sub[sub["method"] == name]
-            values = rows.drop_duplicates(["large", "small"]).set_index(["large", "small"])[column].reindex(pairs).to_numpy()
-            ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=name, color=color)
         ax.set_xticks(x, [pair_label(*p) for p in pairs], rotation=30, ha="right")
-        ax.set_title(f"{bench}{not_run_note(sub, methods)}")
+        ax.set_title(f"{bench}{not_run_note(sub, variants)}")
+        panels.append((ax, bench, sub, pairs, x))
+    return variants, fig, axes, panels
+
+
+def fig_accuracy(tables):
+    layout = pair_panels(tables, 0.9)
+    if isinstance(layout, str):
+        return layout
+    variants, fig, axes, panels = layout
+    series = ["small alone", *variants, "large alone"]
+    width = 0.8 / len(series)
+    for ax, bench, sub, pairs, x in panels:
+        for i, name in enumerate(series):
+            column, color = BASELINES.get(name, ("accuracy", f"C{variants.index(name)}" if name in variants else None))
+            rows = sub if name in BASELINES else sub[sub["variant"] == name]
+            values = rows.drop_duplicates(["large", "small"]).set_index(["large", "small"])[column].reindex(pairs)
+            ax.bar(x + (i - (len(series) - 1) / 2) * width, values.to_numpy(), width, label=name, color=color)
         ax.set_ylabel("accuracy")
         if sub[["accuracy", "small_accuracy", "large_accuracy"]].isna().all().all():
             no_data(ax, f"{bench}: {reasons(sub, 'accuracy_status', 'no accuracy')}")
     axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.suptitle("Accuracy of each method beside the small-alone and large-alone baselines")
     return fig
 
 
 def fig_collaboration(tables):
-    jobs = always_jobs(tables)
-    if jobs.empty:
-        return "no pair job with router always"
-    benchmarks, methods = sorted(jobs["benchmark"].unique()), sorted(jobs["method"].unique())
-    fig, axes = grid(1, len(benchmarks), w=max(4.0, 0.8 * len(pairs_in_order(jobs)) + 1), h=3.2)
-    for ax, bench in zip(axes[0], benchmarks):
-        sub = jobs[jobs["benchmark"] == bench]
-        pairs = pairs_in_order(sub)
-        x = np.arange(len(pairs))
-        for i, method in enumerate(methods):
-            m = sub[sub["method"] == method].set_index(["large", "small"]).reindex(pairs)
-            offset = (i - (len(methods) - 1) / 2) * 0.8 / max(len(methods), 1)
+    layout = pair_panels(tables, 0.8)
+    if isinstance(layout, str):
+        return layout
+    variants, fig, axes, panels = layout
+    for ax, bench, sub, pairs, x in panels:
+        for i, variant in enumerate(variants):
+            m = sub[sub["variant"] == variant].set_index(["large", "small"]).reindex(pairs)
+            offset = (i - (len(variants) - 1) / 2) * 0.8 / max(len(variants), 1)
             yerr = np.vstack([m["freq_pooled"] - m["freq_pooled_low"], m["freq_pooled_high"] - m["freq_pooled"]])
-            ax.errorbar(x + offset, m["freq_pooled"], yerr=yerr, fmt="o", ms=4, capsize=2, label=method, color=f"C{i}")
-        ax.set_xticks(x, [pair_label(*p) for p in pairs], rotation=30, ha="right")
-        ax.set_title(f"{bench}{not_run_note(sub, methods)}")
+            ax.errorbar(x + offset, m["freq_pooled"], yerr=yerr, fmt="o", ms=4, capsize=2, label=variant, color=f"C{i}")
         ax.set_ylim(bottom=0)
         if sub["freq_pooled"].isna().all():
             no_data(ax, f"{bench}: {reasons(sub)}")
     axes[0, 0].set_ylabel("collaboration frequency\n(interventions / tokens)")
     axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.suptitle("Collaboration frequency per pair, pooled over tokens, with 95% bootstrap CI")
     return fig
 
 
@@ -116,48 +122,43 @@ def _scaling_panels(tables, fits, residuals, alternative: bool):
     fits, residuals = table({"f": fits}, "f"), table({"r": residuals}, "r")
     if fits.empty or residuals.empty:
         return "no pair jobs to fit"
-    always = set(always_jobs(tables).get("method", pd.Series(dtype=object)))
-    fits = fits[(fits["source"] != "ours") | fits["method"].isin(always)]
+    always = set(always_jobs(tables).get("variant", pd.Series(dtype=object)))
+    fits = fits[(fits["source"] != "ours") | fits["variant"].isin(always)]
     sources = [s for s in ("ours", "paper") if s in set(fits["source"])]
     if not sources:
-        return "no method run with router always"
-    methods = {s: sorted(fits[fits["source"] == s]["method"].unique()) for s in sources}
-    n_cols = max(len(m) for m in methods.values())
+        return "no variant run with router always"
+    variants = {s: sorted(fits[fits["source"] == s]["variant"].unique()) for s in sources}
+    n_cols = max(len(m) for m in variants.values())
     fig, axes = grid(len(sources), n_cols, w=3.3, h=2.9)
     for r, source in enumerate(sources):
         benchmarks = sorted(fits[fits["source"] == source]["benchmark"].unique())
         for c in range(n_cols):
             ax = axes[r, c]
-            if c >= len(methods[source]):
+            if c >= len(variants[source]):
                 ax.set_visible(False)
                 continue
-            method = methods[source][c]
+            variant = variants[source][c]
             for j, bench in enumerate(benchmarks):
-                fit = fits[(fits["source"] == source) & (fits["method"] == method) & (fits["benchmark"] == bench)]
-                pts = residuals[(residuals["source"] == source) & (residuals["method"] == method)
+                fit = fits[(fits["source"] == source) & (fits["variant"] == variant) & (fits["benchmark"] == bench)]
+                pts = residuals[(residuals["source"] == source) & (residuals["variant"] == variant)
                                 & (residuals["benchmark"] == bench)].dropna(subset=["freq"])
                 if len(fit) and len(pts):
                     _scaling_series(ax, fit.iloc[0], pts, bench, f"C{j}", alternative)
-            ax.set_title(f"{source}: {method}")
+            ax.set_title(f"{source}: {variant}")
             ax.set_ylabel("collaboration frequency")
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)
             else:
-                no_data(ax, reasons(fits[(fits["source"] == source) & (fits["method"] == method)], "status",
+                no_data(ax, reasons(fits[(fits["source"] == source) & (fits["variant"] == variant)], "status",
                                     "no frequency to fit"))
     return fig
 
 
 def fig_scaling_law(tables, fits=None, residuals=None):
-    fig = _scaling_panels(tables, fits, residuals, alternative=False)
-    if not isinstance(fig, str):
-        fig.suptitle("Scaling law f(r) = b − a·r^(−α), r = large/small parameter ratio, α fitted per benchmark:"
-                     " points and fitted curves (rows: source)")
-    return fig
+    """Points against r^(−α) with the fitted law, one panel per source × variant."""
+    return _scaling_panels(tables, fits, residuals, alternative=False)
 
 
 def fig_scaling_small_size(tables, fits=None, residuals=None):
-    fig = _scaling_panels(tables, fits, residuals, alternative=True)
-    if not isinstance(fig, str):
-        fig.suptitle("Alternative predictor f = c + d·ln N_small: frequency against the small model's size")
-    return fig
+    """Points against N_small with the fitted c + d·ln N_small, one panel per source × variant."""
+    return _scaling_panels(tables, fits, residuals, alternative=True)

@@ -1,7 +1,7 @@
 """Figures of the routers (offline sweeps, online runs) and of speculative decoding.
 
-Each function takes the tables dict and returns a Figure or a string saying why there is none;
-empty panels say why.
+Each function takes the tables dict and returns a Figure (titled by `fsgen.analysis.figures.DRAW`)
+or a string saying why there is none; empty panels say why.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ def fig_router_offline(tables):
             no_data(ax, "recall undefined: no intervention among held-out requests")
     axes[0, 0].set_ylabel("share of interventions caught (recall)")
     axes[0, -1].legend(loc="lower right")
-    fig.suptitle("Offline router sweep on oracle traces (held-out requests)")
     return fig
 
 
@@ -51,9 +50,10 @@ def fig_router_online(tables):
     markers = {"never": "s", "always": "^"}
     for ax, bench in zip(axes[0], benchmarks):
         sub = online[online["benchmark"] == bench]
-        for i, ((large, small, kind), g) in enumerate(sub.groupby(["large", "small", "kind"], sort=True)):
+        for i, ((large, small, method), g) in enumerate(sub.groupby(["large", "small", "method"], sort=True)):
             g = g.sort_values("s2_call_rate")
-            ax.plot(g["s2_call_rate"], g["accuracy"], color=f"C{i}", lw=1, label=f"{pair_label(large, small)} ({kind})")
+            ax.plot(g["s2_call_rate"], g["accuracy"], color=f"C{i}", lw=1,
+                    label=f"{pair_label(large, small)} ({method})")
             for _, p in g.iterrows():
                 ax.scatter(p["s2_call_rate"], p["accuracy"], color=f"C{i}", s=22, zorder=3,
                            marker=markers.get(p["router"], "o"))
@@ -64,7 +64,6 @@ def fig_router_online(tables):
         if sub["accuracy"].isna().all():
             no_data(ax, f"{bench}: {reasons(sub)}")
     axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7)
-    fig.suptitle("Online routers: accuracy against System 2 call rate")
     return fig
 
 
@@ -116,6 +115,5 @@ def fig_speculative(tables):
         if axes[r, 0].get_legend_handles_labels()[0]:
             axes[r, 0].legend(fontsize=6)
         _accepted_hist_panel(axes[r, 2], hist[hist["benchmark"] == bench], bench)
-    fig.suptitle("Speculative decoding: measured vs predicted from the oracle trace")
     return fig
 

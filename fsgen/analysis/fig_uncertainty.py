@@ -1,6 +1,7 @@
 """Figures of System 1's uncertainty: confidence distributions, AUROC heatmaps, intervention positions.
 
-Each function takes the tables dict and returns a Figure or a string saying why there is none;
+Each function takes the tables dict and returns a Figure (titled by `fsgen.analysis.figures.DRAW`)
+or a string saying why there is none;
 empty panels and empty histogram groups say why (never an empty group's crash).
 """
 
@@ -11,20 +12,20 @@ import pandas as pd
 
 from fsgen.analysis.fig_collaboration import reasons
 from fsgen.analysis.figbase import always_jobs, grid, no_data, pair_label, pairs_in_order, table
-from fsgen.analysis.stats import SINGLE_KINDS
+from fsgen.analysis.stats import single_model_rows
 
 SIGNAL_LABELS = [("top1_prob", "System 1 top-1 probability"), ("entropy", "System 1 entropy (nats)")]
 
 
 def _always_rows(tables, name: str) -> pd.DataFrame:
-    """Rows of a per-job table from pair jobs of methods run with router `always`."""
+    """Rows of a per-job table from pair jobs of variants run with router `always`."""
     df = table(tables, name)
     if df.empty:
         return df
-    always = set(always_jobs(tables).get("method", pd.Series(dtype=object)))
-    keep = df["method"].isin(always)
-    if "kind" in df.columns:
-        keep &= ~df["kind"].isin(SINGLE_KINDS)
+    always = set(always_jobs(tables).get("variant", pd.Series(dtype=object)))
+    keep = df["variant"].isin(always)
+    if "method" in df.columns:
+        keep &= ~single_model_rows(df["method"])
     return df[keep]
 
 
@@ -65,21 +66,20 @@ def fig_uncertainty(tables):
     if hist.empty:
         return "no tokens from a pair job with router always"
     jobs = always_jobs(tables)
-    methods, benchmarks = sorted(hist["method"].unique()), sorted(jobs["benchmark"].unique())
-    run = set(zip(jobs["method"], jobs["benchmark"]))
-    fig, axes = grid(len(methods), len(benchmarks) * len(SIGNAL_LABELS), w=2.9, h=2.3)
-    for r, method in enumerate(methods):
+    variants, benchmarks = sorted(hist["variant"].unique()), sorted(jobs["benchmark"].unique())
+    run = set(zip(jobs["variant"], jobs["benchmark"]))
+    fig, axes = grid(len(variants), len(benchmarks) * len(SIGNAL_LABELS), w=2.9, h=2.3)
+    for r, variant in enumerate(variants):
         for b, bench in enumerate(benchmarks):
-            rows = hist[(hist["method"] == method) & (hist["benchmark"] == bench)]
-            why = "no generated tokens" if (method, bench) in run else f"{method} not run on {bench}"
+            rows = hist[(hist["variant"] == variant) & (hist["benchmark"] == bench)]
+            why = "no generated tokens" if (variant, bench) in run else f"{variant} not run on {bench}"
             for s, (signal, label) in enumerate(SIGNAL_LABELS):
                 ax = axes[r, b * len(SIGNAL_LABELS) + s]
                 _histogram_panel(ax, rows[rows["signal"] == signal], why)
-                ax.set_title(f"{method} · {bench}", fontsize=9)
+                ax.set_title(f"{variant} · {bench}", fontsize=9)
                 ax.set_xlabel(label)
                 if b * len(SIGNAL_LABELS) + s == 0:
                     ax.set_ylabel("density")
-    fig.suptitle("System 1's confidence at positions with and without intervention (pooled over pairs)")
     return fig
 
 
@@ -99,12 +99,12 @@ def fig_auroc(tables):
     value = "auroc_consulted" if "auroc_consulted" in au.columns else "auroc"
     benchmarks = sorted(au["benchmark"].unique())
     pairs = pairs_in_order(always_jobs(tables))
-    cols = sorted(au[["method", "signal"]].drop_duplicates().itertuples(index=False, name=None))
+    cols = sorted(au[["variant", "signal"]].drop_duplicates().itertuples(index=False, name=None))
     fig, axes = grid(1, len(benchmarks), w=0.55 * len(cols) + 2.2, h=0.38 * len(pairs) + 1.8)
     image = None
     for ax, bench in zip(axes[0], benchmarks):
         sub = au[au["benchmark"] == bench]
-        lookup = sub.set_index(["large", "small", "method", "signal"])[value]
+        lookup = sub.set_index(["large", "small", "variant", "signal"])[value]
         values = np.array([[lookup.get((lg, sm, m, sig), np.nan) for (m, sig) in cols] for (lg, sm) in pairs], float)
         ax.set_xticks(range(len(cols)), [f"{m}\n{sig}" for m, sig in cols], rotation=60, ha="right", fontsize=7)
         ax.set_yticks(range(len(pairs)), [pair_label(*p) for p in pairs])
@@ -117,7 +117,6 @@ def fig_auroc(tables):
         _annotate_cells(ax, values)
     if image is not None:
         fig.colorbar(image, ax=axes[0, -1], label="AUROC (0.5 = chance)")
-    fig.suptitle("AUROC of System 1 uncertainty signals for predicting an intervention (consulted positions)")
     return fig
 
 
@@ -125,27 +124,26 @@ def fig_positions(tables):
     pos = _always_rows(tables, "positions")
     if pos.empty:
         return "no pair job with router always"
-    methods, benchmarks = sorted(pos["method"].unique()), sorted(pos["benchmark"].unique())
+    variants, benchmarks = sorted(pos["variant"].unique()), sorted(pos["benchmark"].unique())
     pairs = pairs_in_order(always_jobs(tables))
     binned = pos.dropna(subset=["bin"])
     n_bins = int(binned["bin"].max()) + 1 if len(binned) else 10
-    fig, axes = grid(len(methods), len(benchmarks), w=4.2, h=0.3 * len(pairs) + 1.5)
+    fig, axes = grid(len(variants), len(benchmarks), w=4.2, h=0.3 * len(pairs) + 1.5)
     vmax = float(np.nanmax(binned["share"])) if binned["share"].notna().any() else 1.0
-    for r, method in enumerate(methods):
+    for r, variant in enumerate(variants):
         for c, bench in enumerate(benchmarks):
             ax = axes[r, c]
-            sub = pos[(pos["method"] == method) & (pos["benchmark"] == bench)]
+            sub = pos[(pos["variant"] == variant) & (pos["benchmark"] == bench)]
             lookup = sub.dropna(subset=["bin"]).set_index(["large", "small", "bin"])["share"]
             values = np.array([[lookup.get((lg, sm, b), np.nan) for b in range(n_bins)] for (lg, sm) in pairs], float)
             ax.set_xticks(range(n_bins), [f"{100 * b // n_bins}" for b in range(n_bins)])
             ax.set_yticks(range(len(pairs)), [pair_label(*p) for p in pairs], fontsize=7)
             ax.set_xlabel("relative position in the generation (%, bin start)")
-            ax.set_title(f"{method} · {bench}")
+            ax.set_title(f"{variant} · {bench}")
             ax.grid(False)
             if not np.isfinite(values).any():
-                no_data(ax, f"{method} not run on {bench}" if sub.empty else reasons(sub))
+                no_data(ax, f"{variant} not run on {bench}" if sub.empty else reasons(sub))
                 continue
             image = ax.imshow(values, vmin=0, vmax=vmax, cmap="magma", aspect="auto")
             fig.colorbar(image, ax=ax, label="share of interventions")
-    fig.suptitle("Where interventions fall along the generation (share per 10% bin; rows sum to 1)")
     return fig

@@ -21,17 +21,22 @@ from fsgen.analysis.fig_uncertainty import fig_auroc, fig_positions, fig_uncerta
 from fsgen.analysis.figbase import STYLE, grid, mark_empty_panels, no_data, panel_status, plt
 from fsgen.atomic import atomic_path
 
-DRAW = {  # registry name -> drawing function
-    "accuracy": fig_accuracy,
-    "collaboration": fig_collaboration,
-    "scaling_law": fig_scaling_law,
-    "scaling_small_size": fig_scaling_small_size,
-    "uncertainty_distributions": fig_uncertainty,
-    "auroc": fig_auroc,
-    "positions": fig_positions,
-    "router_offline": fig_router_offline,
-    "router_online": fig_router_online,
-    "speculative": fig_speculative,
+DRAW = {  # registry name -> (drawing function, the figure's title)
+    "accuracy": (fig_accuracy, "Accuracy of each variant beside the small-alone and large-alone baselines"),
+    "collaboration": (fig_collaboration,
+                      "Collaboration frequency per pair, pooled over tokens, with 95% bootstrap CI"),
+    "scaling_law": (fig_scaling_law, "Scaling law f(r) = b − a·r^(−α), r = large/small parameter ratio, α fitted per"
+                                     " benchmark: points and fitted curves (rows: source)"),
+    "scaling_small_size": (fig_scaling_small_size,
+                           "Alternative predictor f = c + d·ln N_small: frequency against the small model's size"),
+    "uncertainty_distributions": (fig_uncertainty, "System 1's confidence at positions with and without"
+                                                   " intervention (pooled over pairs)"),
+    "auroc": (fig_auroc,
+              "AUROC of System 1 uncertainty signals for predicting an intervention (consulted positions)"),
+    "positions": (fig_positions, "Where interventions fall along the generation (share per 10% bin; rows sum to 1)"),
+    "router_offline": (fig_router_offline, "Offline router sweep on oracle traces (held-out requests)"),
+    "router_online": (fig_router_online, "Online routers: accuracy against System 2 call rate"),
+    "speculative": (fig_speculative, "Speculative decoding: measured vs predicted from the oracle trace"),
 }
 if set(DRAW) != set(outputs.FIGURES):  # one home for the names: fsgen.analysis.outputs
     raise RuntimeError(f"figures.DRAW and the outputs registry disagree on {sorted(set(DRAW) ^ set(outputs.FIGURES))}")
@@ -81,10 +86,11 @@ def draw(name: str, tables: dict, fits=None, residuals=None):
     """The figure of `name` (a placeholder saying why when there is nothing to draw)."""
     if name not in DRAW:
         raise KeyError(f"unknown figure {name!r}; known: {', '.join(DRAW)}")
-    func = DRAW[name]
+    func, title = DRAW[name]
     fig = func(tables, fits, residuals) if "fits" in FIGURES[name].needs else func(tables)
     if fig is None or isinstance(fig, str):
         return placeholder(name, fig or "the runs this figure needs are not in the configuration")
+    fig.suptitle(title)
     mark_empty_panels(fig)
     return fig
 

@@ -26,6 +26,8 @@ from fsgen.analysis.uncertainty import uncertainty_scores
 
 FAMILY_SIGNAL = {"threshold": "top1_prob", "margin": "margin", "entropy": "entropy"}
 SHARE_GRID = np.linspace(0.0, 1.0, 51)  # shares of tokens sent at which curves are reported
+ONLINE_COLUMNS = [
+    "benchmark", "large", "small", "method", "variant", "router", "s2_call_rate", "accuracy", "freq_pooled"]
 
 
 def sweep_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -117,25 +119,25 @@ def recall_at(curves: pd.DataFrame, share: float) -> dict:
 def online_tradeoff(jobs: pd.DataFrame) -> pd.DataFrame:
     """Accuracy against System 2 call rate for routed runs, with the `always` and `never` ends.
 
-    jobs: the per-job table (columns benchmark, method, kind, router, large, small, accuracy,
-    small_accuracy, s2_call_rate, freq_pooled). For each (benchmark, pair, kind) that has a run
-    with a router other than `always`, rows: every run of that kind (routed and `always`), plus a
-    `never` point (System 2 never consulted: the small model alone, call rate 0).
+    jobs: the per-job table (columns benchmark, variant, method, router, large, small, accuracy,
+    small_accuracy, s2_call_rate, freq_pooled). For each (benchmark, pair, method) that has a run
+    with a router other than `always`, rows: every variant of that method (routed and `always`),
+    plus a `never` point (System 2 never consulted: the small model alone, call rate 0; its
+    variant is named `never`).
     """
     rows = []
-    keys = ["benchmark", "large", "small", "kind"]
+    keys = ["benchmark", "large", "small", "method"]
     jobs = jobs[pair_mask(jobs)]
-    for (benchmark, large, small, kind), group in jobs.groupby(keys, sort=True):
+    for (benchmark, large, small, method), group in jobs.groupby(keys, sort=True):
         routers = group["router"].fillna("always")
         if (routers == "always").all():
             continue
         for _, job in group.iterrows():
-            rows.append({"benchmark": benchmark, "large": large, "small": small, "kind": kind,
-                         "method": job["method"], "router": job["router"] or "always",
+            rows.append({"benchmark": benchmark, "large": large, "small": small, "method": method,
+                         "variant": job["variant"], "router": job["router"] or "always",
                          "s2_call_rate": job["s2_call_rate"], "accuracy": job["accuracy"],
                          "freq_pooled": job["freq_pooled"]})
-        rows.append({"benchmark": benchmark, "large": large, "small": small, "kind": kind,
-                     "method": "never", "router": "never", "s2_call_rate": 0.0,
+        rows.append({"benchmark": benchmark, "large": large, "small": small, "method": method,
+                     "variant": "never", "router": "never", "s2_call_rate": 0.0,
                      "accuracy": group["small_accuracy"].iloc[0], "freq_pooled": 0.0})
-    columns = ["benchmark", "large", "small", "kind", "method", "router", "s2_call_rate", "accuracy", "freq_pooled"]
-    return pd.DataFrame(rows, columns=columns).sort_values(keys + ["s2_call_rate"], ignore_index=True)
+    return pd.DataFrame(rows, columns=ONLINE_COLUMNS).sort_values(keys + ["s2_call_rate"], ignore_index=True)

@@ -222,7 +222,7 @@ def fit_small_size(small_params, freq) -> tuple[float, float, np.ndarray]:
 
 
 def fit_scaling(large_params, small_params, freq) -> ScalingFit:
-    """Fit both models to one method × benchmark's points (parameter counts in units of 1)."""
+    """Fit both models to one variant × benchmark's points (parameter counts in units of 1)."""
     large = np.asarray(large_params, float)
     small = np.asarray(small_params, float)
     freq = np.asarray(freq, float)
@@ -254,42 +254,43 @@ def fit_scaling(large_params, small_params, freq) -> ScalingFit:
 
 
 def fit_table(points: pd.DataFrame, source: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Fit every method × benchmark of `points`.
+    """Fit every variant × benchmark of `points`.
 
-    points columns: method, benchmark, large, small, large_params, small_params, freq.
-    Returns (fits: one row per method × benchmark, residuals: one row per point).
+    points columns: variant, benchmark, large, small, large_params, small_params, freq.
+    Returns (fits: one row per variant × benchmark, residuals: one row per point).
     """
-    need = ["method", "benchmark", "large", "small", "large_params", "small_params", "freq"]
+    need = ["variant", "benchmark", "large", "small", "large_params", "small_params", "freq"]
     missing = [c for c in need if c not in points.columns]
     if missing:
         raise KeyError(f"scaling-law points ({source}) lack columns {missing}")
     fits, residuals = [], []
-    for (method, benchmark), group in points.groupby(["method", "benchmark"], sort=True):
+    for (variant, benchmark), group in points.groupby(["variant", "benchmark"], sort=True):
         group = group.dropna(subset=["large_params", "small_params", "freq"])
         fit = fit_scaling(group["large_params"], group["small_params"], group["freq"])
-        fits.append({"source": source, "method": method, "benchmark": benchmark, **fit.row()})
+        fits.append({"source": source, "variant": variant, "benchmark": benchmark, **fit.row()})
         ratio = group["large_params"].to_numpy(float) / group["small_params"].to_numpy(float)
         for i, (_, point) in enumerate(group.iterrows()):
             residuals.append({
-                "source": source, "method": method, "benchmark": benchmark,
+                "source": source, "variant": variant, "benchmark": benchmark,
                 "large": point["large"], "small": point["small"], "ratio": ratio[i],
                 "small_params": point["small_params"], "freq": point["freq"],
                 "residual": fit.residuals[i] if fit.residuals else math.nan,
                 "alt_residual": fit.alt_residuals[i] if fit.alt_residuals else math.nan,
             })
-    columns = ["source", "method", "benchmark", *ScalingFit(0).row().keys()]
+    columns = ["source", "variant", "benchmark", *ScalingFit(0).row().keys()]
     return pd.DataFrame(fits, columns=columns), pd.DataFrame(residuals)
 
 
 def reference_points(reference: pd.DataFrame) -> pd.DataFrame:
-    """The paper's CSV (large_params_b, small_params_b in billions) as scaling-law points."""
+    """The paper's CSV (large_params_b, small_params_b in billions) as scaling-law points; the
+    paper ran each method once, so its method names the points' variant."""
     need = ["method", "benchmark", "large_model", "small_model", "large_params_b", "small_params_b",
             "collaboration_frequency"]
     missing = [c for c in need if c not in reference.columns]
     if missing:
         raise KeyError(f"reference CSV lacks columns {missing} (expected {need})")
     return pd.DataFrame({
-        "method": reference["method"], "benchmark": reference["benchmark"],
+        "variant": reference["method"], "benchmark": reference["benchmark"],
         "large": reference["large_model"], "small": reference["small_model"],
         "large_params": reference["large_params_b"].astype(float) * 1e9,
         "small_params": reference["small_params_b"].astype(float) * 1e9,
@@ -303,7 +304,7 @@ def jobs_points(jobs: pd.DataFrame, value: str = "freq_pooled") -> pd.DataFrame:
 
     pair_jobs = jobs[pair_mask(jobs)].dropna(subset=["large_params", "small_params"])
     return pd.DataFrame({
-        "method": pair_jobs["method"], "benchmark": pair_jobs["benchmark"],
+        "variant": pair_jobs["variant"], "benchmark": pair_jobs["benchmark"],
         "large": pair_jobs["large"], "small": pair_jobs["small"],
         "large_params": pair_jobs["large_params"].astype(float),
         "small_params": pair_jobs["small_params"].astype(float),

@@ -23,16 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fsgen.analysis.scaling import (
-    ALPHA_GRID,
-    LAW_PARAMETERS,
-    bound_status,
-    law_at_limits,
-    fit_power_law_profile,
-    parameters_at_bound,
-    percentile_interval,
-    power_law,
-)
+from fsgen.analysis.scaling import (ALPHA_GRID, LAW_PARAMETERS, bound_status, fit_power_law_profile, law_at_limits,
+                                   parameters_at_bound, percentile_interval, power_law)
 
 
 @dataclass(frozen=True)
@@ -177,30 +169,30 @@ def _add_rankings(rows: list[dict]) -> None:
 
 
 def _groups(points: pd.DataFrame, source: str):
-    need = ["method", "benchmark", "large", "small", "large_params", "small_params", "freq"]
+    need = ["variant", "benchmark", "large", "small", "large_params", "small_params", "freq"]
     missing = [c for c in need if c not in points.columns]
     if missing:
         raise KeyError(f"scaling-law points ({source}) lack columns {missing}")
     points = points.dropna(subset=["large_params", "small_params", "freq"])
     points = points[points["small_params"] > 0]
-    for (method, benchmark), group in points.groupby(["method", "benchmark"], sort=True):
-        yield method, benchmark, group.reset_index(drop=True)
+    for (variant, benchmark), group in points.groupby(["variant", "benchmark"], sort=True):
+        yield variant, benchmark, group.reset_index(drop=True)
 
 
 def _ratio(group: pd.DataFrame) -> np.ndarray:
     return group["large_params"].to_numpy(float) / group["small_params"].to_numpy(float)
 
 
-FORMS_COLUMNS = ["source", "method", "benchmark", "form", "formula", "n_pairs", "k", "sse", "aicc", "delta_aicc",
+FORMS_COLUMNS = ["source", "variant", "benchmark", "form", "formula", "n_pairs", "k", "sse", "aicc", "delta_aicc",
                  "aicc_weight", "loo_rmse", "best_aicc", "best_loo", *ALL_PARAMETERS, "at_bound", "status"]
 
 
 def forms_table(points: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Every form fitted to every method × benchmark of `points` (columns as `fit_table`'s input)."""
+    """Every form fitted to every variant × benchmark of `points` (columns as `fit_table`'s input)."""
     rows = []
-    for method, benchmark, group in _groups(points, source):
+    for variant, benchmark, group in _groups(points, source):
         for row in compare_forms(_ratio(group), group["small_params"], group["freq"]):
-            rows.append({"source": source, "method": method, "benchmark": benchmark, **row})
+            rows.append({"source": source, "variant": variant, "benchmark": benchmark, **row})
     return pd.DataFrame(rows, columns=FORMS_COLUMNS)
 
 
@@ -235,9 +227,9 @@ def request_points(requests: pd.DataFrame) -> tuple[pd.DataFrame, list]:
     """Per-request counts -> one point per job (pooled frequency; `job` indexes the arrays) and
     per job its (interventions [R], tokens [R]).
 
-    requests columns: method, benchmark, large, small, large_params, small_params, tokens,
+    requests columns: variant, benchmark, large, small, large_params, small_params, tokens,
     interventions (one row per request of a pair job; requests without tokens are dropped)."""
-    need = ["method", "benchmark", "large", "small", "large_params", "small_params", "tokens", "interventions"]
+    need = ["variant", "benchmark", "large", "small", "large_params", "small_params", "tokens", "interventions"]
     missing = [c for c in need if c not in requests.columns]
     if missing:
         raise KeyError(f"per-request counts lack columns {missing}")
@@ -293,31 +285,31 @@ def bootstrap_group(ratio, small_params, freq, replicates, level=0.95, grid_size
 
 def bootstrap_tables(points: pd.DataFrame, source: str, requests: pd.DataFrame | None = None, n_boot: int = 1000,
                      seed: int = 0, level: float = 0.95, grid_size: int = 50) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(intervals, bands) of every form per method × benchmark, scheme "pairs" from `points` and,
+    """(intervals, bands) of every form per variant × benchmark, scheme "pairs" from `points` and,
     with per-request counts, scheme "requests" (requests resampled within each job)."""
-    data = [("pairs", method, bench, group) for method, bench, group in _groups(points, source)]
+    data = [("pairs", variant, bench, group) for variant, bench, group in _groups(points, source)]
     if requests is not None:
         job_points, arrays = request_points(requests)
-        for method, bench, group in _groups(job_points, source):
-            data.append(("requests", method, bench, group))
+        for variant, bench, group in _groups(job_points, source):
+            data.append(("requests", variant, bench, group))
     intervals, bands = [], []
-    for scheme, method, bench, group in data:
+    for scheme, variant, bench, group in data:
         ratio, small, freq = _ratio(group), group["small_params"].to_numpy(float), group["freq"].to_numpy(float)
-        rng = group_rng(seed, source, scheme, method, bench)
+        rng = group_rng(seed, source, scheme, variant, bench)
         if scheme == "pairs":
             reps = pair_replicates(ratio, small, freq, n_boot, rng)
         else:
             reps = (ratio, small, request_replicates([arrays[j] for j in group["job"]], n_boot, rng))
-        ident = {"source": source, "method": method, "benchmark": bench, "scheme": scheme}
+        ident = {"source": source, "variant": variant, "benchmark": bench, "scheme": scheme}
         rows, band = bootstrap_group(ratio, small, freq, reps, level, grid_size, group)
         intervals += [{**ident, **r} for r in rows]
         bands += [{**ident, **r} for r in band]
     return (pd.DataFrame(intervals, columns=BOOTSTRAP_COLUMNS), pd.DataFrame(bands, columns=BAND_COLUMNS))
 
 
-BOOTSTRAP_COLUMNS = ["source", "method", "benchmark", "scheme", "form", "parameter", "estimate", "low", "high",
+BOOTSTRAP_COLUMNS = ["source", "variant", "benchmark", "scheme", "form", "parameter", "estimate", "low", "high",
                      "level", "n_boot", "n_valid", "share_at_bound"]
-BAND_COLUMNS = ["source", "method", "benchmark", "scheme", "form", "ratio", "small_params", "fit", "low", "high"]
+BAND_COLUMNS = ["source", "variant", "benchmark", "scheme", "form", "ratio", "small_params", "fit", "low", "high"]
 
 
 # ------------------------------------------------------------------ what the data support
@@ -333,10 +325,10 @@ def _describe(row) -> str:
 
 
 def form_sentence(rows: pd.DataFrame) -> str:
-    """One sentence: which form one (source, method, benchmark)'s frequencies support, by AICc and
+    """One sentence: which form one (source, variant, benchmark)'s frequencies support, by AICc and
     leave-one-pair-out error, saying what is undefined at this number of pairs."""
     first = rows.iloc[0]
-    label = f"{first['source']} {first['method']}/{first['benchmark']} ({int(first['n_pairs'])} pairs)"
+    label = f"{first['source']} {first['variant']}/{first['benchmark']} ({int(first['n_pairs'])} pairs)"
     scored = rows[np.isfinite(rows["aicc"].astype(float))].sort_values("aicc")
     loo = rows[np.isfinite(rows["loo_rmse"].astype(float))].sort_values("loo_rmse")
     if scored.empty and loo.empty:
@@ -369,15 +361,15 @@ def form_sentence(rows: pd.DataFrame) -> str:
 
 
 def form_verdicts(forms: pd.DataFrame) -> pd.DataFrame:
-    """One row per (source, method, benchmark): best form by AICc and by LOO error, and the sentence."""
+    """One row per (source, variant, benchmark): best form by AICc and by LOO error, and the sentence."""
     rows = []
-    for (source, method, bench), group in forms.groupby(["source", "method", "benchmark"], sort=True):
+    for (source, variant, bench), group in forms.groupby(["source", "variant", "benchmark"], sort=True):
         best = group[group["best_aicc"]]["form"].tolist()
         best_loo = group[group["best_loo"]]["form"].tolist()
-        rows.append({"source": source, "method": method, "benchmark": bench, "n_pairs": int(group["n_pairs"].iloc[0]),
+        rows.append({"source": source, "variant": variant, "benchmark": bench, "n_pairs": int(group["n_pairs"].iloc[0]),
                      "best_aicc": best[0] if best else "", "best_loo": best_loo[0] if best_loo else "",
                      "sentence": form_sentence(group)})
-    return pd.DataFrame(rows, columns=["source", "method", "benchmark", "n_pairs", "best_aicc", "best_loo", "sentence"])
+    return pd.DataFrame(rows, columns=["source", "variant", "benchmark", "n_pairs", "best_aicc", "best_loo", "sentence"])
 
 
 def uncertainty_tables(jobs: pd.DataFrame, reference: pd.DataFrame | None = None,

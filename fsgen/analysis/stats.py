@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from fsgen.decoding.methods import METHODS
+
 # metric names tried, in order, when a benchmark names no primary metric
 DEFAULT_METRIC_PREFERENCE = (
     "exact_match,flexible-extract",
@@ -160,9 +162,18 @@ def metric_status(metrics: dict | None, name: str | None = None) -> str:
     return "no accuracy metric in metrics.json (generation-only task)"
 
 
-SINGLE_KINDS = ("single", "small", "large")  # one-model runs: baselines, not collaborations
+def single_model(method) -> bool:
+    """A method that runs one model alone (a baseline, not a collaboration), by the registry
+    `fsgen.decoding.methods` (`pair=False`); a name the registry does not know is not one."""
+    known = METHODS.get(method) if isinstance(method, str) else None
+    return known is not None and not known.pair
+
+
+def single_model_rows(methods: pd.Series) -> pd.Series:
+    """[rows] bool: the rows of a `method` column that are single-model runs."""
+    return methods.map(single_model).astype(bool)
 
 
 def pair_mask(jobs: pd.DataFrame) -> pd.Series:
     """Rows of a per-job table that are collaborations between two models (not single runs)."""
-    return ~jobs["kind"].isin(SINGLE_KINDS) & jobs["large"].notna() & jobs["small"].notna()
+    return ~single_model_rows(jobs["method"]) & jobs["large"].notna() & jobs["small"].notna()

@@ -12,7 +12,7 @@ import math
 
 import pandas as pd
 
-from fsgen.analysis.stats import SINGLE_KINDS
+from fsgen.analysis.stats import single_model
 from fsgen.analysis.uncertainty import auroc_status
 
 OK = "ok"
@@ -45,11 +45,12 @@ def fit_status(fits: pd.DataFrame) -> pd.DataFrame:
 
 
 def data_rows(tables: dict, name: str) -> pd.DataFrame:
-    """A table by name without its status-only rows (no benchmark or method); empty when absent."""
+    """A table by name without its status-only rows (no benchmark or variant; a table without
+    variants, the paper comparison: no method); empty when absent."""
     df = tables.get(name)
     if df is None or df.empty or set(df.columns) <= {"status"}:
         return pd.DataFrame()
-    keys = [c for c in ("benchmark", "method") if c in df.columns]
+    keys = [c for c in ("benchmark", "variant" if "variant" in df.columns else "method") if c in df.columns]
     return df.dropna(subset=keys, how="any") if keys else df
 
 
@@ -82,7 +83,7 @@ def job_status(record: dict) -> str:
     accuracy = accuracy_status(record)
     if accuracy != OK:
         reasons.append(f"accuracy: {accuracy}")
-    if job.get("kind") not in SINGLE_KINDS and stats.get("n_tokens"):
+    if not single_model(job.get("method")) and stats.get("n_tokens"):
         au = record.get("auroc_consulted")
         status = auroc_status(au, stats.get("n_tokens")) if au is not None else "not computed (older stats.json)"
         if status != OK:

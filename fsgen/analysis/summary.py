@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from fsgen.analysis import atomic_write_text
-from fsgen.analysis.stats import SINGLE_KINDS, pair_mask
+from fsgen import atomic
+from fsgen.analysis.stats import pair_mask, single_model_rows
 from fsgen.analysis.status import data_rows as table
 
 
@@ -42,11 +42,11 @@ def _why(tables: dict, name: str, default: str) -> str:
 
 
 def headline(jobs: pd.DataFrame) -> pd.DataFrame:
-    """Per method × benchmark: pairs, frequency range and mean, accuracy vs baselines, call rate."""
+    """Per variant × benchmark: pairs, frequency range and mean, accuracy vs baselines, call rate."""
     pair_jobs = jobs[pair_mask(jobs)]
     rows = []
-    for (method, bench), g in pair_jobs.groupby(["method", "benchmark"], sort=True):
-        rows.append({"method": method, "benchmark": bench, "pairs": len(g),
+    for (variant, bench), g in pair_jobs.groupby(["variant", "benchmark"], sort=True):
+        rows.append({"variant": variant, "benchmark": bench, "pairs": len(g),
                      "freq mean": g["freq_pooled"].mean(), "freq min": g["freq_pooled"].min(),
                      "freq max": g["freq_pooled"].max(), "S2 call rate": g["s2_call_rate"].mean(),
                      "acc": g["accuracy"].mean(), "acc small": g["small_accuracy"].mean(),
@@ -90,12 +90,12 @@ def scaling_section(fits: pd.DataFrame | None) -> list[str]:
     fits = table({"fits": fits}, "fits")
     if fits.empty:
         return out + ["No fit: no pair job with a collaboration frequency.", ""]
-    columns = ["source", "method", "benchmark", "n_pairs", "a", "alpha", "b", "r2", "alt_d", "alt_r2", "status"]
+    columns = ["source", "variant", "benchmark", "n_pairs", "a", "alpha", "b", "r2", "alt_d", "alt_r2", "status"]
     view = fits[[c for c in columns if c in fits.columns]]
     out.append(_table(view.rename(columns={"alt_d": "d (ln N_small)", "alt_r2": "alt r2"})))
     both = fits.dropna(subset=["r2", "alt_r2"])
     if len(both):
-        wins = (both["alt_r2"] > both["r2"]).groupby([both["source"], both["method"]]).agg(["sum", "size"])
+        wins = (both["alt_r2"] > both["r2"]).groupby([both["source"], both["variant"]]).agg(["sum", "size"])
         lines = [f"- {src} {m}: N_small alone fits better in {int(r['sum'])} of {int(r['size'])} benchmark(s)"
                  for (src, m), r in wins.iterrows()]
         out += ["Which predictor fits better (higher R²):", *lines, ""]
@@ -153,15 +153,15 @@ def router_section(tables: dict) -> list[str]:
 def uncertainty_section(tables: dict) -> list[str]:
     out = ["## Uncertainty", ""]
     au = table(tables, "auroc")
-    if len(au) and "kind" in au.columns:
-        au = au[~au["kind"].isin(SINGLE_KINDS)]
+    if len(au) and "method" in au.columns:
+        au = au[~single_model_rows(au["method"])]
     value = "auroc_consulted" if "auroc_consulted" in au.columns else "auroc"
     if au.empty or au[value].isna().all():
         return out + [f"No AUROC: {_why(tables, 'auroc', 'no pair job with interventions')}.", ""]
     where = ("positions where System 2 was consulted (a router's skipped positions are non-interventions by "
              "construction)") if value == "auroc_consulted" else "all generated positions"
     out += [f"Mean AUROC over pairs (predicting an intervention from System 1's signal), on {where}:", ""]
-    return out + [_table(au.groupby(["method", "benchmark", "signal"])[value].mean().unstack("signal").reset_index())]
+    return out + [_table(au.groupby(["variant", "benchmark", "signal"])[value].mean().unstack("signal").reset_index())]
 
 
 def build_summary(tables: dict, fits: pd.DataFrame | None) -> str:
@@ -176,5 +176,5 @@ def build_summary(tables: dict, fits: pd.DataFrame | None) -> str:
 
 
 def write_summary(tables: dict, fits: pd.DataFrame | None, path) -> Path:
-    atomic_write_text(build_summary(tables, fits), path)
+    atomic.write_text(path, build_summary(tables, fits))
     return Path(path)

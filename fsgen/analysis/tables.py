@@ -1,4 +1,4 @@
-"""Aggregate tables built from the per-job `stats.json` records (see `fsgen.analysis.analyze_job`).
+"""Aggregate tables built from the per-job `stats.json` records (see `fsgen.analysis.job.analyze_job`).
 
 Every table has a `status` column saying what could not be computed (fsgen.analysis.status); the
 table names and their report categories are in the registry `fsgen.analysis.outputs`.
@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from fsgen import atomic
 from fsgen.analysis import outputs
 from fsgen.analysis.detail_tables import (
     SPEC_FREQUENCIES,
@@ -29,7 +30,7 @@ from fsgen.analysis.status import OK, accuracy_status, explain_empty, job_status
 from fsgen.analysis.uncertainty import SIGNALS
 
 PAIR = ["large", "small"]
-ID = ["benchmark", "method", "kind", "router", "large", "small"]
+ID = ["benchmark", "variant", "method", "router", "large", "small"]
 
 
 def load_records(paths) -> list[dict]:
@@ -76,7 +77,7 @@ def jobs_table(records: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     df = df.reindex(columns=[*df.columns, *[c for c in SPEC_FREQUENCIES if c not in df.columns]])
     df["ratio"] = df["large_params"].astype(float) / df["small_params"].astype(float)
-    return df.sort_values(["benchmark", "method", "small_params", "large_params"], ignore_index=True)
+    return df.sort_values(["benchmark", "variant", "small_params", "large_params"], ignore_index=True)
 
 
 # the jobs-table column that says why a wide table's value is missing
@@ -84,16 +85,16 @@ WIDE_REASON = {"accuracy": "accuracy_status"}
 
 
 def wide_table(jobs: pd.DataFrame, value: str = "freq_pooled") -> pd.DataFrame:
-    """Paper-shaped: one block per method, rows = pairs (large, small), columns = benchmarks.
+    """Paper-shaped: one block per variant, rows = pairs (large, small), columns = benchmarks.
 
     Every benchmark with a pair job is a column (also when all its values are NaN, e.g. accuracy
     on MT-Bench); `status` names the empty cells: "<benchmark>: not run" or the job's reason.
     """
     jobs = jobs[pair_mask(jobs)] if len(jobs) else jobs
     if jobs.empty:
-        return explain_empty(pd.DataFrame(columns=["method", *PAIR]), "no pair jobs")
+        return explain_empty(pd.DataFrame(columns=["variant", *PAIR]), "no pair jobs")
     benchmarks = sorted(jobs["benchmark"].unique())
-    keys = ["method", "large", "small", "large_params", "small_params"]
+    keys = ["variant", "large", "small", "large_params", "small_params"]
     reason = WIDE_REASON.get(value, "status")
     jobs = jobs.assign(_reason=jobs[reason] if reason in jobs.columns else "no value")
     grouped = jobs.groupby([*keys, "benchmark"], sort=True)
@@ -102,7 +103,7 @@ def wide_table(jobs: pd.DataFrame, value: str = "freq_pooled") -> pd.DataFrame:
     reasons = grouped["_reason"].first().unstack("benchmark").reindex(index=cells.index, columns=benchmarks)
     wide = cells.assign(status=wide_status(cells, present, reasons)).reset_index()
     wide.columns.name = None
-    wide = wide.sort_values(["method", "small_params", "large_params"], ignore_index=True)
+    wide = wide.sort_values(["variant", "small_params", "large_params"], ignore_index=True)
     return wide.drop(columns=["large_params", "small_params"])
 
 
@@ -114,20 +115,21 @@ def _model_key(name) -> str:
 def reference_comparison(jobs: pd.DataFrame, reference: pd.DataFrame, benchmark_map: dict | None = None) -> pd.DataFrame:
     """Our pooled frequency beside the published one, per (method, benchmark, pair), outer join.
 
-    Our runs join when their kind names the reference method and their router is `always`;
+    Our runs join when their method is the reference's method and their router is `always`
+    (`our_variant` names the run);
     model names join on their last path component (case-insensitive); `benchmark_map` maps our
     benchmark names to the reference's. difference = ours − paper.
     """
     benchmark_map = benchmark_map or {}
     ref = reference.assign(_l=reference["large_model"].map(_model_key), _s=reference["small_model"].map(_model_key))
     ref = ref.rename(columns={"collaboration_frequency": "freq_paper"})
-    ours = jobs[(jobs["router"].fillna("always") == "always") & jobs["kind"].isin(reference["method"].unique())]
-    # speculative: the authors count corrections only (fsgen.analysis.speculative)
+    ours = jobs[(jobs["router"].fillna("always") == "always") & jobs["method"].isin(reference["method"].unique())]
+    # speculative: the authors count corrections only (fsgen.analysis.acceptance)
     freq = "freq_corrections" if "freq_corrections" in ours.columns else "freq_pooled"
-    spec = ours["kind"].eq("speculative")
+    spec = ours["method"].eq("speculative")
     ours = pd.DataFrame({
-        "method": ours["kind"], "benchmark": ours["benchmark"].map(lambda b: benchmark_map.get(b, b)),
-        "our_method": ours["method"], "our_large": ours["large"], "our_small": ours["small"],
+        "method": ours["method"], "benchmark": ours["benchmark"].map(lambda b: benchmark_map.get(b, b)),
+        "our_variant": ours["variant"], "our_large": ours["large"], "our_small": ours["small"],
         "_l": ours["large"].map(_model_key), "_s": ours["small"].map(_model_key),
         **{f"freq_ours{end}": ours[f"freq_pooled{end}"].where(~spec, ours.get(f"{freq}{end}"))
            for end in ("", "_low", "_high")},
@@ -136,12 +138,12 @@ def reference_comparison(jobs: pd.DataFrame, reference: pd.DataFrame, benchmark_
     merged["difference"] = merged["freq_ours"] - merged["freq_paper"]
     merged["matched"] = merged["freq_ours"].notna() & merged["freq_paper"].notna()
     merged["status"] = np.select(
-        [merged["matched"], merged["our_method"].isna(), merged["freq_paper"].isna()],
+        [merged["matched"], merged["our_variant"].isna(), merged["freq_paper"].isna()],
         [OK, "no run of ours for this reference row", "not in the reference"], "our frequency missing")
     merged["large_model"] = merged["large_model"].fillna(merged["our_large"])
     merged["small_model"] = merged["small_model"].fillna(merged["our_small"])
     cols = ["method", "benchmark", "large_model", "small_model", "large_params_b", "small_params_b",
-            "our_method", "freq_ours", "freq_ours_low", "freq_ours_high", "freq_paper", "difference", "matched",
+            "our_variant", "freq_ours", "freq_ours_low", "freq_ours_high", "freq_paper", "difference", "matched",
             "status"]
     merged = merged[cols].sort_values(["method", "benchmark", "small_params_b", "large_params_b"], ignore_index=True)
     return explain_empty(merged, "neither our runs nor the reference have a method both name")
@@ -174,6 +176,11 @@ def build_tables(records: list[dict], reference: pd.DataFrame | None = None,
     return tables
 
 
+def write_table(df: pd.DataFrame, path) -> None:
+    """A table as CSV (no index), atomically."""
+    atomic.write_text(path, df.to_csv(index=False))
+
+
 def read_tables(paths: dict) -> dict[str, pd.DataFrame]:
     """{name: DataFrame} from {name: CSV path} (an empty file reads as an empty table)."""
     out = {}
@@ -183,3 +190,13 @@ def read_tables(paths: dict) -> dict[str, pd.DataFrame]:
         except pd.errors.EmptyDataError:
             out[name] = pd.DataFrame()
     return out
+
+
+def rule_inputs(inputs) -> tuple[dict[str, pd.DataFrame], pd.DataFrame | None]:
+    """(tables, reference) of an analysis rule's named inputs (`snakemake.input`): every input
+    named as a registry table (`outputs.TABLES`) read as a table, and `reference` (config
+    `reference`: the published frequencies, optional) as a CSV. Other inputs (code, stats) are
+    not read."""
+    named = dict(inputs.items())
+    reference = pd.read_csv(named["reference"]) if named.get("reference") else None
+    return read_tables({k: v for k, v in named.items() if k in outputs.TABLES}), reference

@@ -17,34 +17,20 @@ from fsgen.demo.arith import TUNED_STYLE_RE, extract_flexible, extract_strict, e
 from fsgen.demo.tokenizer import format_prompt
 
 
-@torch.no_grad()
-def greedy_generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 48,
-                    batch_size: int = 50) -> list[list[int]]:
-    """Greedy continuations (token ids, up to and including EOS) of each prompt."""
-    eos = tokenizer.eos_token_id
-    outputs = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
-        encoded = [tokenizer.encode(p, add_special_tokens=False) for p in chunk]
-        width = max(len(ids) for ids in encoded)
-        # Left padding so every row's next token comes from the last column.
-        input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)  # [B, T]
-        attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)                   # [B, T]
-        for i, ids in enumerate(encoded):
-            input_ids[i, width - len(ids) :] = torch.tensor(ids)
-            attention_mask[i, width - len(ids) :] = 1
-        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
-                             do_sample=False, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
-        for row in out[:, width:].tolist():
-            outputs.append(row[: row.index(eos) + 1] if eos in row else row)
-    return outputs
+def left_padded(tokenizer, encoded: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids [B, T], attention_mask [B, T]) of token lists, left-padded so every row's next
+    token comes from the last column."""
+    width = max(len(ids) for ids in encoded)
+    input_ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)  # [B, T]
+    attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)                   # [B, T]
+    for i, ids in enumerate(encoded):
+        input_ids[i, width - len(ids) :] = torch.tensor(ids)
+        attention_mask[i, width - len(ids) :] = 1
+    return input_ids, attention_mask
 
 
-def accuracy(model, tokenizer, problems: list[dict], max_new_tokens: int = 48) -> dict:
-    """Exact-match rates of greedy answers under the task's three filters, plus a few samples."""
-    prompts = [format_prompt(p["question"]) for p in problems]
-    texts = [tokenizer.decode(ids, skip_special_tokens=True)
-             for ids in greedy_generate(model, tokenizer, prompts, max_new_tokens)]
+def answer_rates(texts: list[str], problems: list[dict]) -> dict:
+    """Exact-match rates of generated answers under the task's three filters, plus a few samples."""
     gold = [final_answer(p) for p in problems]
     n = len(problems)
     return {
@@ -54,6 +40,32 @@ def accuracy(model, tokenizer, problems: list[dict], max_new_tokens: int = 48) -
         "style_rate": sum(TUNED_STYLE_RE.search(t) is not None for t in texts) / n,  # right or wrong number
         "samples": texts[:3],
     }
+
+
+@torch.no_grad()
+def greedy_generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 48,
+                    batch_size: int = 50) -> list[list[int]]:
+    """Greedy continuations (token ids, up to and including EOS) of each prompt."""
+    eos = tokenizer.eos_token_id
+    outputs = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        input_ids, attention_mask = left_padded(tokenizer, [tokenizer.encode(p, add_special_tokens=False)
+                                                            for p in chunk])
+        width = input_ids.shape[1]
+        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                             do_sample=False, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
+        for row in out[:, width:].tolist():
+            outputs.append(row[: row.index(eos) + 1] if eos in row else row)
+    return outputs
+
+
+def accuracy(model, tokenizer, problems: list[dict], max_new_tokens: int = 48) -> dict:
+    """Exact-match rates of greedy answers (`answer_rates`)."""
+    prompts = [format_prompt(p["question"]) for p in problems]
+    texts = [tokenizer.decode(ids, skip_special_tokens=True)
+             for ids in greedy_generate(model, tokenizer, prompts, max_new_tokens)]
+    return answer_rates(texts, problems)
 
 
 @torch.no_grad()
@@ -90,12 +102,7 @@ def proxy_generate(large, small_base, small_tuned, tokenizer, prompts: list[str]
     outputs = []
     for start in range(0, len(prompts), batch_size):
         encoded = [tokenizer.encode(p, add_special_tokens=False) for p in prompts[start : start + batch_size]]
-        width = max(len(ids) for ids in encoded)
-        input_ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)  # [B, T]
-        attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)                   # [B, T]
-        for i, ids in enumerate(encoded):
-            input_ids[i, width - len(ids) :] = torch.tensor(ids)
-            attention_mask[i, width - len(ids) :] = 1
+        input_ids, attention_mask = left_padded(tokenizer, encoded)                             # [B, T]
         done = torch.zeros(len(encoded), dtype=torch.bool)                                      # [B]
         generated = []
         for _ in range(max_new_tokens):
@@ -122,15 +129,7 @@ def proxy_accuracy(large, small_base, small_tuned, tokenizer, problems: list[dic
     prompts = [format_prompt(p["question"]) for p in problems]
     texts = [tokenizer.decode(ids, skip_special_tokens=True)
              for ids in proxy_generate(large, small_base, small_tuned, tokenizer, prompts, alpha)]
-    gold = [final_answer(p) for p in problems]
-    n = len(problems)
-    return {
-        "strict": sum(extract_strict(t) == g for t, g in zip(texts, gold)) / n,
-        "flexible": sum(extract_flexible(t) == g for t, g in zip(texts, gold)) / n,
-        "tuned_style": sum(extract_tuned_style(t) == g for t, g in zip(texts, gold)) / n,
-        "style_rate": sum(TUNED_STYLE_RE.search(t) is not None for t in texts) / n,  # right or wrong number
-        "samples": texts[:3],
-    }
+    return answer_rates(texts, problems)
 
 
 def check_family(models_dir, test_jsonl, names, limit=150, proxy_large="arith-l") -> dict:

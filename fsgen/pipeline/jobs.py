@@ -159,16 +159,16 @@ def job_models(config: dict, job: dict) -> dict[str, str]:
 
 
 def job_identity(config: dict, job: dict) -> dict:
-    """The job as the analysis records it (fsgen.analysis JOB_KEYS): `method` is the variant,
-    `kind` the registry method (single-model baselines: both `single`)."""
+    """The job as the analysis records it (fsgen.analysis.job.JOB_KEYS): its variant and the
+    variant's method of the registry (single-model baselines: both `single`)."""
     if "model" in job:
         m = job["model"]
         params = config["models"][m]["params"]
-        return {"benchmark": job["benchmark"], "method": SINGLE, "kind": SINGLE, "router": "never",
+        return {"benchmark": job["benchmark"], "variant": SINGLE, "method": SINGLE, "router": "never",
                 "large": m, "small": m, "large_params": params, "small_params": params, "k": None}
     settings = decode_settings(config, job["variant"])
-    return {"benchmark": job["benchmark"], "method": job["variant"], "large": job["large"], "small": job["small"],
-            "kind": settings["method"], "router": settings.get("router", "always"),
+    return {"benchmark": job["benchmark"], "variant": job["variant"], "method": settings["method"],
+            "large": job["large"], "small": job["small"], "router": settings.get("router", "always"),
             "large_params": config["models"][job["large"]]["params"],
             "small_params": config["models"][job["small"]]["params"], "k": settings.get("k")}
 

@@ -6,7 +6,7 @@ lm-eval before 1-3 s of work. The demo has 40 score and 40 job_stats jobs, so th
 paid once) with the same `snakemake` object a `script:` job gets. On a cluster a non-local rule's
 `run:` block executes in the job's own Snakemake process on the node, as before.
 
-Scripts log with `log_to(snakemake.log[0])` in both cases. In-process jobs run in Snakemake's job
+Scripts log with `log_to(snakemake.log[0])` (or start with `rule_script`) in both cases. In-process jobs run in Snakemake's job
 threads, so a job's file handler only takes records from that job's thread, and `run_script`
 removes it when the job ends.
 """
@@ -40,6 +40,14 @@ def log_to(path, fmt: str = FORMAT, level: int = logging.INFO) -> logging.Handle
     root.addHandler(handler)
     _open_handlers().append(handler)
     return handler
+
+
+def rule_script(name: str, script_globals: dict):
+    """(the `snakemake` object Snakemake gave the script, the logger `name` writing to its log[0]):
+    the first line of a rule script, `snakemake, log = rule_script("aggregate", globals())`."""
+    snakemake = script_globals["snakemake"]
+    log_to(snakemake.log[0])
+    return snakemake, logging.getLogger(name)
 
 
 def _open_handlers() -> list[logging.Handler]:
