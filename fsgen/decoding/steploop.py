@@ -61,10 +61,7 @@ def step_batch(
             s2_logprobs = _consult(s2_side, s2_pending, consult, filler, tokens.device)  # [B, V] each
             picked = method.score(config, s1_logprobs, s2_logprobs).argmax(dim=-1)
             tokens = torch.where(consult, picked, tokens)
-            s2_sum = summarize(s2_logprobs[0])  # System 2 = the large model
-            s2_top1, s2_entropy = s2_sum.top1_prob.tolist(), s2_sum.entropy.tolist()
-            if base_side is not None:
-                s1_base = s2_logprobs[base_side].argmax(dim=-1).tolist()  # [B]
+            s2_top1, s2_entropy, s1_base = _system2_columns(s2_logprobs, base_side)
             s2_pending = [[] if c else pending for pending, c in zip(s2_pending, consult.tolist())]
 
         step = _step_columns(tokens, s1_sum, consult, config.top_k)
@@ -103,6 +100,14 @@ def base_small_index(method) -> int | None:
     if "small" in method.system2 and method.system1 != "small":
         return method.system2.index("small")
     return None
+
+
+def _system2_columns(s2_logprobs: list, base_side: int | None) -> tuple[list, list, list]:
+    """(top-1 probability, entropy) of System 2 (the large model, first of its side) and the
+    base small model's argmax (NaN without one) per row, as Python lists."""
+    s2_sum = summarize(s2_logprobs[0])
+    base = s2_logprobs[base_side].argmax(dim=-1).tolist() if base_side is not None else [math.nan] * len(s2_logprobs[0])
+    return s2_sum.top1_prob.tolist(), s2_sum.entropy.tolist(), base
 
 
 def _prefill_system2(s2_side: list[CachedModel], prompt_ids: list[list[int]], filler: int) -> list[list[int]]:
