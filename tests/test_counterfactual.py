@@ -14,6 +14,7 @@ import torch
 from fsgen.decoding.config import DecodeConfig
 from fsgen.decoding.engine import decode, load_systems
 from fsgen.harness.counterfactual import (
+    budget_groups,
     continue_answers,
     counterfactual_requests,
     run_counterfactual_decode,
@@ -117,6 +118,15 @@ def test_continuing_with_the_original_token_reproduces_the_job(systems):
     answers = continue_answers(systems, DecodeConfig(method="oracle", progress=False),
                                counterfactual_requests(sample, generations))
     assert answers == [generations[r]["token_ids"] for r in sample["request_id"]]
+
+
+def test_budget_groups_batch_by_stop_strings_within_the_context():
+    requests = [{"stop": ("a",), "max_new_tokens": 10, "prefix": [1] * 3}, {"stop": ("a",), "max_new_tokens": 10, "prefix": [1] * 6},
+                {"stop": (), "max_new_tokens": 10, "prefix": [1] * 2}, {"stop": ("a",), "max_new_tokens": 10, "prefix": [1] * 5}]
+    inputs = {0: [0] * 7, 1: [0] * 10, 2: [0] * 6, 3: [0] * 45}  # prompt + prefix
+    # the largest budget left of stop ("a",) is 7; request 3 would need 45 + 7 > 50 positions
+    assert budget_groups(requests, inputs, context=50) == {(("a",), 7): [0, 1], ((), 8): [2], (("a",), 5): [3]}
+    assert budget_groups(requests, inputs, context=None) == {(("a",), 7): [0, 1, 3], ((), 8): [2]}
 
 
 class StubDecode:

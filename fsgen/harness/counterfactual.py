@@ -97,8 +97,8 @@ def continue_answers(systems, config, requests: list[dict], decode_fn: Callable 
     under `config` (the job's method and router), cut at the request's stop criteria.
 
     `decode_fn(systems, prompt_ids, config, request_ids)` -> DecodeResult (default
-    `engine.decode_ids`; the job passes a resumable one). Continuations are batched by (stop
-    strings, budget left); engine request ids are the indices into `requests`.
+    `engine.decode_ids`; the job passes a resumable one). Engine request ids are the indices
+    into `requests`; continuations are batched by `budget_groups`.
     """
     from fsgen.decoding import engine
     from fsgen.decoding.methods import get_method
@@ -110,25 +110,45 @@ def continue_answers(systems, config, requests: list[dict], decode_fn: Callable 
     context = engine.context_length(systems, config.method)
     stops = [StopCriteria(tokenizer, eos, r["stop"], r["max_new_tokens"]) for r in requests]
     answers: list[list[int] | None] = [None] * len(requests)
-    groups: dict[tuple, list[int]] = {}
+    inputs: dict[int, list[int]] = {}  # request -> prompt (as the job read it) + prefix
     for i, (request, stop) in enumerate(zip(requests, stops)):
         prefix = request["prefix"]
         ends = stop.finished_length(prefix, checked=len(prefix) - 1)  # the job's tokens before did not end it
         if ends is not None:
             answers[i] = prefix[:ends]
         else:
-            groups.setdefault((request["stop"], request["max_new_tokens"] - len(prefix)), []).append(i)
-    for (stop_strings, budget_left), indices in groups.items():
-        # the prompt as the job read it (same fitting to the context), then the prefix
-        prompt_ids = [engine.prepare_prompt(tokenizer, requests[i]["prompt"], i, requests[i]["max_new_tokens"], context)
-                      + requests[i]["prefix"] for i in indices]
-        result = decode_fn(systems, prompt_ids, replace(config, stop=stop_strings, max_new_tokens=budget_left),
+            inputs[i] = engine.prepare_prompt(tokenizer, request["prompt"], i, request["max_new_tokens"], context) + prefix
+    for (stop_strings, budget), indices in budget_groups(requests, inputs, context).items():
+        result = decode_fn(systems, [inputs[i] for i in indices], replace(config, stop=stop_strings, max_new_tokens=budget),
                            request_ids=indices)
         for i, generation in zip(indices, result.generations, strict=True):
             full = requests[i]["prefix"] + [int(t) for t in generation["token_ids"]]
             prefix_length = len(requests[i]["prefix"])
             answers[i] = full[: stops[i].finished_length(full, checked=prefix_length - 1) or len(full)]
     return answers
+
+
+def budget_groups(requests: list[dict], inputs: dict[int, list[int]], context: int | None) -> dict[tuple, list[int]]:
+    """(stop strings, token budget) -> the continuations decoded together.
+
+    One group per stop strings, decoded with the largest budget left among them (each answer is
+    cut at its own budget afterwards: greedy tokens do not depend on the budget, and most
+    continuations end at EOS or a stop string long before it), so continuations batch well. A
+    continuation whose input would then not fit the context (decode would left-truncate it)
+    keeps its own budget left, in its own group.
+    """
+    left = {i: requests[i]["max_new_tokens"] - len(requests[i]["prefix"]) for i in inputs}
+    largest: dict[tuple, int] = {}
+    for i in inputs:
+        key = requests[i]["stop"]
+        largest[key] = max(largest.get(key, 0), left[i])
+    groups: dict[tuple, list[int]] = {}
+    for i, ids in inputs.items():
+        stop, budget = requests[i]["stop"], largest[requests[i]["stop"]]
+        if context is not None and len(ids) + budget > context:
+            budget = left[i]
+        groups.setdefault((stop, budget), []).append(i)
+    return groups
 
 
 def continuation_frame(sample: pd.DataFrame, generations: list[dict], requests: list[dict],
