@@ -1,8 +1,8 @@
 # fsgen: fast (System 1) / slow (System 2) collaborative decoding, the FS-GEN study as a workflow.
 #   snakemake --cores 2                                   # the embedded demo, end to end
 #   snakemake --profile workflow/profiles/slurm --configfile config/paper.yaml   # the paper grid
-# Stage targets (fetch, models_all, preflight, decode_all, score_all, stats_all, tables_all,
-# analyses_all) are listed in docs/workflow.md.
+# Stage targets (fetch, models_all, preflight, decode_all, score_all, stats_all, counterfactual_all,
+# tables_all, analyses_all) are listed in docs/workflow.md.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -23,6 +23,7 @@ include: "rules/common.smk"
 include: "rules/models.smk"
 include: "rules/decode.smk"
 include: "rules/score.smk"
+include: "rules/counterfactual.smk"
 include: "rules/analyze.smk"
 include: "rules/viewer.smk"
 include: "rules/report.smk"
@@ -31,6 +32,7 @@ include: "rules/report.smk"
 rule all:
     input:
         job_files("stats.json"),
+        counterfactual_targets(),
         ANALYSIS_TARGETS,
         viewer_pages(),
         report_targets(),

@@ -28,7 +28,13 @@ SCHEMA_FIELDS: dict[str, pa.DataType] = {
     "s2_entropy": pa.float32(),  # null when System 2 was not consulted
     "round": pa.int32(),  # speculative round, null for other methods
     "drafted": pa.bool_(),  # speculative: an accepted draft token
+    # proxy: the base small model's argmax where System 2's side (large + base small) was read;
+    # null otherwise (the FS-GEN authors count a proxy intervention against it)
+    "s1_base_token_id": pa.int64(),
 }
+# Nullable columns added to the schema after traces were first written: a trace without them
+# (an older fsgen's, or one built by hand) reads and writes them as null.
+ADDED_FIELDS = ("s1_base_token_id",)
 TOPK_FIELDS: dict[str, pa.DataType] = {
     "s1_topk_probs": pa.list_(pa.float32()),
     "s1_topk_ids": pa.list_(pa.int64()),
@@ -46,9 +52,13 @@ def empty_trace(with_topk: bool = False) -> pd.DataFrame:
 
 
 def to_table(df: pd.DataFrame, metadata: dict | None = None) -> pa.Table:
-    """Cast a trace DataFrame to the trace schema (missing optional columns are an error)."""
+    """Cast a trace DataFrame to the trace schema (missing columns are an error, except the
+    later additions of ADDED_FIELDS, written as null)."""
     with_topk = "s1_topk_probs" in df.columns
     schema = arrow_schema(with_topk)
+    absent = [name for name in ADDED_FIELDS if name not in df.columns]
+    if absent:
+        df = df.assign(**{name: None for name in absent})
     missing = [name for name in schema.names if name not in df.columns]
     if missing:
         raise ValueError(f"trace is missing columns: {missing}")
@@ -73,7 +83,8 @@ def read_trace(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
 def records_to_frame(request_id: int, records: list[dict], with_topk: bool = False) -> pd.DataFrame:
     """One request's trace rows from per-position dicts (keys: the schema columns but request_id).
 
-    Missing nullable columns (`s2_top1_prob`, `s2_entropy`, `round`) are null; `drafted` False.
+    Missing nullable columns (`s2_top1_prob`, `s2_entropy`, `round`, `s1_base_token_id`) are
+    null; `drafted` False.
     Column dtypes follow the schema (via an Arrow round trip), so frames concatenate cleanly.
     """
     schema = arrow_schema(with_topk)

@@ -319,3 +319,30 @@ def viewer_tokenizer(wildcards):
 
 def viewer_pages():
     return [str(VIEWER_PAGE).format(**j) for j in PAIR_JOBS]
+
+
+# --------------------------------------------------------------------------- counterfactual
+# Which interventions matter (rules/counterfactual.smk): oracle jobs' interventions continued with
+# System 1's token (GPU), then scored with the task's metric (CPU). Off with counterfactual.positions: 0.
+from fsgen.pipeline.paths import COUNTERFACTUAL_CONTINUATIONS, COUNTERFACTUAL_OUTPUT, COUNTERFACTUAL_RESUME_DIR
+
+COUNTERFACTUAL_JOBS = pj.counterfactual_jobs(config)
+COUNTERFACTUAL_VARIANTS = pj.counterfactual_variants(config)
+# library modules beyond the decode / score rules' code lists (fsgen.fingerprint)
+COUNTERFACTUAL_CODE = [str(FSGEN / "harness" / "counterfactual.py")]
+COUNTERFACTUAL_SCORE_CODE = [str(FSGEN / "harness" / name) for name in ("counterfactual.py", "counterfactual_score.py")] + [
+    str(FSGEN / "analysis" / name) for name in ("stats.py", "cost.py")]  # the primary metric per document
+
+
+def counterfactual_variant_constraint():
+    return alternation(COUNTERFACTUAL_VARIANTS)
+
+
+def counterfactual_params(wildcards):
+    """The config's counterfactual section: {positions, seed}."""
+    return dict(config["counterfactual"])
+
+
+def counterfactual_targets():
+    """counterfactual.parquet of every oracle job (none when the stage is off)."""
+    return [str(PAIR_DIR / COUNTERFACTUAL_OUTPUT).format(**j) for j in COUNTERFACTUAL_JOBS]

@@ -42,6 +42,8 @@ def test_paper_grid_dry_run_with_slurm_executor(repo):
     assert counts["decode_single"] == 7 * 4  # each model alone, once per benchmark, shared by pairs
     assert counts["score"] == counts["decode_pair"] + counts["decode_single"]
     assert counts["job_stats"] == counts["score"]
+    # one per oracle job, MT-Bench's included (they skip at run time: no accuracy metric)
+    assert counts["counterfactual"] == counts["counterfactual_score"] == n_pairs * 4
     assert counts["fetch"] == 1 and counts["preflight"] == 1
     assert "train_model" not in counts
 
@@ -62,6 +64,9 @@ def test_paper_grid_dry_run_with_slurm_executor(repo):
     assert len(seen) == len(pair_jobs)
     for job in dry_run_resources(out, "decode_single"):
         assert int(job["resources"]["gpu"]) == PAPER_GPUS[size(job["wildcards"]["model"])]
+    for job in dry_run_resources(out, "counterfactual"):  # a GPU job like its oracle job
+        wc, res = job["wildcards"], job["resources"]
+        assert wc["variant"] == "oracle" and int(res["gpu"]) == PAPER_GPUS[size(wc["large"])]
 
 
 def test_demo_dry_run_counts(repo):
@@ -69,17 +74,18 @@ def test_demo_dry_run_counts(repo):
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
     counts = dry_run_jobs(out)
-    methods = 6  # oracle, 2 entropy routers, contrastive, proxy, speculative
+    methods = 8  # oracle, 2 entropy routers, contrastive, proxy, speculative, 2 seeds of sampled speculative
     assert counts["decode_pair"] == 6 * methods
     assert counts["decode_single"] == 4
     assert counts["train_model"] == 7  # 4 base + 3 tuned
-    for job in dry_run_resources(out, "decode_pair"):
+    assert counts["counterfactual"] == counts["counterfactual_score"] == 6  # the oracle (router always) jobs
+    for job in dry_run_resources(out, "decode_pair") + dry_run_resources(out, "counterfactual"):
         assert int(job["resources"]["gpu"]) == 0
 
 
 STAGE_TARGETS = {  # target -> a rule it must bring in
     "fetch": "fetch", "models_all": "train_model", "preflight": "preflight", "decode_all": "decode_single",
-    "score_all": "score", "stats_all": "job_stats",
+    "score_all": "score", "stats_all": "job_stats", "counterfactual_all": "counterfactual_score",
 }
 
 

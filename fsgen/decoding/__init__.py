@@ -7,7 +7,7 @@
 
 Modules: `config` (DecodeConfig, the only home of decode defaults), `methods` (scoring rules and
 the method registry), `routers` (when System 2 is consulted; the one router-spec parser),
-`engine` (Systems, load_systems, decode, method_logprobs), `steploop`, `oracle_fast`,
+`engine` (Systems, load_systems, decode, decode_ids, method_logprobs), `steploop`, `oracle_fast`,
 `speculative` (the three decoding loops), `kvcache` (batched KV cache with holes), `models`
 (loading, tokenizer checks), `distributions`, `stopping`, `resumable` (decode with a resume cache).
 
@@ -18,7 +18,7 @@ the engine's names load torch on first use.
 from fsgen.decoding.config import DecodeConfig
 from fsgen.decoding.methods import METHODS, Method, get_method, register_method
 
-_ENGINE = ("Systems", "DecodeResult", "load_systems", "decode", "method_logprobs")
+_ENGINE = ("Systems", "DecodeResult", "load_systems", "decode", "decode_ids", "method_logprobs")
 
 
 def __getattr__(name):

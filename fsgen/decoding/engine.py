@@ -1,6 +1,6 @@
 """Collaborative decoding of a batch of prompts by System 1 (small) and System 2 (large).
 
-`decode` is the one entry point for every method. It owns what is common to all of them:
+`decode` is the one entry point for every method (`decode_ids` the same from token ids). It owns what is common to all of them:
 tokenising and truncating prompts, batching, the progress bar, cutting generations at stop
 criteria, assembling generations and the trace, and run metadata. The token-by-token work is
 in `fsgen.decoding.steploop` (every method and router), `fsgen.decoding.oracle_fast` (a method with
@@ -191,7 +191,12 @@ def encode_prompt(tokenizer, prompt: str) -> list[int]:
 
 def prepare_prompt(tokenizer, prompt: str, request_id: int, max_new_tokens: int, context: int | None) -> list[int]:
     """Token ids of one prompt: BOS for an empty prompt, left-truncated to fit the context."""
-    ids = encode_prompt(tokenizer, prompt)
+    return fit_prompt(tokenizer, encode_prompt(tokenizer, prompt), request_id, max_new_tokens, context)
+
+
+def fit_prompt(tokenizer, ids: list[int], request_id: int, max_new_tokens: int, context: int | None) -> list[int]:
+    """Prompt token ids as decoding reads them: BOS for an empty prompt, left-truncated to fit the context."""
+    ids = [int(t) for t in ids]
     if not ids:
         if tokenizer.bos_token_id is None:
             raise ValueError(f"request {request_id}: empty prompt and the tokenizer has no BOS token to start from")
@@ -281,27 +286,57 @@ def decode(
     as its batch finishes. Generations come back in input order, the trace sorted by
     (request_id, position).
     """
+    encoded = [encode_prompt(systems.tokenizer, p) for p in prompts]
+    return _decode_ids(systems, encoded, config, request_ids, on_result, [{"prompt": p} for p in prompts])
+
+
+def decode_ids(
+    systems: Systems,
+    prompt_ids: list[list[int]],
+    config: DecodeConfig,
+    request_ids: list[int] | None = None,
+    on_result: Callable[[dict, pd.DataFrame], None] | None = None,
+) -> DecodeResult:
+    """`decode` from token ids: each prompt is read as given, never decoded to text and
+    tokenised again (a continuation from a generated prefix keeps that prefix's exact tokens).
+
+    Same contract as `decode` (an empty prompt starts from BOS, a long one is left-truncated to
+    fit the context), except that generations carry `prompt_ids` (as read) instead of `prompt`.
+    """
+    return _decode_ids(systems, prompt_ids, config, request_ids, on_result, None)
+
+
+def _decode_ids(systems: Systems, prompt_ids: list[list[int]], config: DecodeConfig, request_ids, on_result,
+                prompt_fields: list[dict] | None) -> DecodeResult:
+    """Fit the prompts to the context and decode them; generation i carries `prompt_fields[i]`
+    (None: `{"prompt_ids": the fitted ids}`)."""
+    require_roles(systems, config.method)
+    if request_ids is None:
+        request_ids = list(range(len(prompt_ids)))
+    if len(request_ids) != len(prompt_ids):
+        raise ValueError(f"{len(request_ids)} request_ids for {len(prompt_ids)} prompts")
+    context = context_length(systems, config.method)
+    fitted = [fit_prompt(systems.tokenizer, ids, rid, config.max_new_tokens, context)
+              for ids, rid in zip(prompt_ids, request_ids)]
+    fields = prompt_fields if prompt_fields is not None else [{"prompt_ids": ids} for ids in fitted]
+    return _decode_batches(systems, fitted, config, list(request_ids), on_result, fields)
+
+
+def _decode_batches(systems: Systems, prompt_ids: list[list[int]], config: DecodeConfig, request_ids: list[int],
+                    on_result, prompt_fields: list[dict]) -> DecodeResult:
+    """Decode fitted prompt ids in length-sorted batches; generation i gets `prompt_fields[i]`."""
     from tqdm.auto import tqdm
 
     from fsgen.decoding.routers import build_router
     from fsgen.decoding.stopping import StopCriteria
     from fsgen.trace import empty_trace
 
-    method = require_roles(systems, config.method)
+    method = get_method(config.method)
     router = build_router(config.router)
-    if request_ids is None:
-        request_ids = list(range(len(prompts)))
-    if len(request_ids) != len(prompts):
-        raise ValueError(f"{len(request_ids)} request_ids for {len(prompts)} prompts")
-    context = context_length(systems, config.method)
-    prompt_ids = [
-        prepare_prompt(systems.tokenizer, p, rid, config.max_new_tokens, context) for p, rid in zip(prompts, request_ids)
-    ]
     stop = StopCriteria(systems.tokenizer, systems.stop_token_ids(method.roles), config.stop, config.max_new_tokens)
-
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompt_ids[i]))
+    order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
     batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-    generations: list[dict | None] = [None] * len(prompts)
+    generations: list[dict | None] = [None] * len(prompt_ids)
     frames = []
     for batch in tqdm(batches, desc=f"fsgen {config.method}", unit="batch", disable=not show_progress(config)):
         results = run_batch(
@@ -310,7 +345,7 @@ def decode(
         for i, (ids, rows) in zip(batch, results):
             generation = {
                 "request_id": request_ids[i],
-                "prompt": prompts[i],
+                **prompt_fields[i],
                 "text": stop.text(ids),
                 "token_ids": [int(t) for t in ids],
             }

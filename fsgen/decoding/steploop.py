@@ -9,7 +9,9 @@ forward pass and nothing is recomputed per token. Rows that finish leave the bat
 
 Which model is System 1 and which models System 2's side reads come from the method's registry
 entry (`fsgen.decoding.methods`): e.g. oracle and contrastive read small / large, proxy reads
-small_tuned / large + small (base); a lone model (`single`) is recorded as System 1.
+small_tuned / large + small (base); a lone model (`single`) is recorded as System 1. Where
+System 2's side reads a base small model that is not System 1 (proxy), its argmax is recorded
+too (`s1_base_token_id`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def step_batch(
     s1 = CachedModel(systems.model(method.system1), systems.vocab_size, batch)
     s2_side = [CachedModel(systems.model(role), systems.vocab_size, batch) for role in method.system2]
     summary_k = max(config.top_k, router.top_k)
+    base_side = base_small_index(method)  # where System 2's side holds the base small model (proxy)
 
     rows = list(range(batch))  # original row of each live batch row
     s1_pending = [list(p) for p in prompt_ids]  # tokens System 1 has not read yet, per live row
@@ -53,13 +56,12 @@ def step_batch(
         s1_sum = summarize(s1_logprobs, summary_k)
         tokens = s1_sum.argmax.clone()  # [B]
         consult = router.consult(s1_sum).to(tokens.device)  # [B] bool
-        s2_top1 = s2_entropy = [math.nan] * len(rows)
+        s2_top1 = s2_entropy = s1_base = [math.nan] * len(rows)
         if bool(consult.any()):
             s2_logprobs = _consult(s2_side, s2_pending, consult, filler, tokens.device)  # [B, V] each
             picked = method.score(config, s1_logprobs, s2_logprobs).argmax(dim=-1)
             tokens = torch.where(consult, picked, tokens)
-            s2_sum = summarize(s2_logprobs[0])  # System 2 = the large model
-            s2_top1, s2_entropy = s2_sum.top1_prob.tolist(), s2_sum.entropy.tolist()
+            s2_top1, s2_entropy, s1_base = _system2_columns(s2_logprobs, base_side)
             s2_pending = [[] if c else pending for pending, c in zip(s2_pending, consult.tolist())]
 
         step = _step_columns(tokens, s1_sum, consult, config.top_k)
@@ -70,6 +72,8 @@ def step_batch(
             record["position"] = len(generated[row])
             if record["s2_called"]:
                 record["s2_top1_prob"], record["s2_entropy"] = s2_top1[i], s2_entropy[i]
+                if base_side is not None:
+                    record["s1_base_token_id"] = s1_base[i]
             generated[row].append(token)
             records[row].append(record)
             if stop.finished_length(generated[row], checked=len(generated[row]) - 1) is None:
@@ -86,6 +90,24 @@ def step_batch(
             s1_pending = [s1_pending[i] for i in keep]
             s2_pending = [s2_pending[i] for i in keep]
     return list(zip(generated, records))
+
+
+def base_small_index(method) -> int | None:
+    """Index in System 2's side of the base small model when System 1 is another model (proxy:
+    System 1 is the tuned small model, System 2's side reads large + base small); else None.
+    The trace records that model's argmax (`s1_base_token_id`): the FS-GEN authors count a proxy
+    intervention where the token differs from it."""
+    if "small" in method.system2 and method.system1 != "small":
+        return method.system2.index("small")
+    return None
+
+
+def _system2_columns(s2_logprobs: list, base_side: int | None) -> tuple[list, list, list]:
+    """(top-1 probability, entropy) of System 2 (the large model, first of its side) and the
+    base small model's argmax (NaN without one) per row, as Python lists."""
+    s2_sum = summarize(s2_logprobs[0])
+    base = s2_logprobs[base_side].argmax(dim=-1).tolist() if base_side is not None else [math.nan] * len(s2_logprobs[0])
+    return s2_sum.top1_prob.tolist(), s2_sum.entropy.tolist(), base
 
 
 def _prefill_system2(s2_side: list[CachedModel], prompt_ids: list[list[int]], filler: int) -> list[list[int]]:

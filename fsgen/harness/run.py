@@ -128,7 +128,8 @@ def evaluate_benchmark(lm, benchmark: str, entry: dict, work_dir, *, predict_onl
     return results, indices
 
 
-def _samples_rows(results: dict) -> list[dict]:
+def samples_rows(results: dict) -> list[dict]:
+    """lm-eval's logged samples of every task, each with its `task` (samples.jsonl's records)."""
     return [{"task": task, **sample} for task, samples in results.get("samples", {}).items() for sample in samples]
 
 
@@ -163,7 +164,7 @@ def run_decode(benchmark: str, entry: dict, model_args: dict | None, out_dir, *,
         return indices[position] if (indices is not None and task_ == task) else position
 
     run_info = {"benchmark": benchmark, "task": task, "entry": entry, "doc_ids": indices, "chat_template": chat}
-    atomic.write_jsonl(out_dir / "samples.jsonl", _samples_rows(results), default=handle_non_serializable)
+    atomic.write_jsonl(out_dir / "samples.jsonl", samples_rows(results), default=handle_non_serializable)
     if hasattr(lm, "write_generations"):
         lm.write_generations(out_dir / "generations.jsonl", doc_ids=doc_id)
         lm.write_trace(out_dir / "trace.parquet", {"harness": run_info})
@@ -176,15 +177,27 @@ def run_decode(benchmark: str, entry: dict, model_args: dict | None, out_dir, *,
 # ---------------------------------------------------------------- score
 
 
-def replay_model(benchmark: str, entry: dict, samples_path, chat_record: dict | None):
-    """The `fsgen-replay` model of a decode run; for a chat benchmark one that renders the
-    decode run's recorded chat template (ValueError when the decode run recorded none)."""
+def replay_model(benchmark: str, entry: dict, samples, chat_record: dict | None):
+    """The `fsgen-replay` model of a decode run (`samples`: its samples.jsonl, or the list of its
+    records); for a chat benchmark one that renders the decode run's recorded chat template
+    (ValueError when the decode run recorded none)."""
+    samples = samples if isinstance(samples, list) else str(samples)
     if not entry["chat_template"]:
-        return ReplayLM(samples=str(samples_path))
+        return ReplayLM(samples=samples)
     if not (chat_record or {}).get("applied"):
-        raise ValueError(f"benchmark {benchmark!r} asks for chat prompts (chat_template), but the decode run "
-                         f"beside {samples_path} recorded no chat template; decode it again")
-    return ChatReplayLM(samples=str(samples_path), chat_record=chat_record)
+        where = "" if isinstance(samples, list) else f" beside {samples}"
+        raise ValueError(f"benchmark {benchmark!r} asks for chat prompts (chat_template), but the decode run"
+                         f"{where} recorded no chat template; decode it again")
+    return ChatReplayLM(samples=samples, chat_record=chat_record)
+
+
+def decode_run_info(samples_path) -> dict:
+    """`fsgen_run` of the decode_results.json beside a decode run's samples.jsonl ({} without one):
+    the benchmark entry, doc_ids, decode metadata and the applied chat template."""
+    decode_results = Path(samples_path).with_name("decode_results.json")
+    if not decode_results.exists():
+        return {}
+    return json.loads(decode_results.read_text(encoding="utf-8")).get("fsgen_run", {})
 
 
 class ChatReplayLM(ReplayLM):
@@ -230,10 +243,7 @@ def run_score(benchmark: str, entry: dict, samples_path, out_dir, *, tasks_dir=N
     entry = benchmark_entry(benchmark, entry)
     check_code_execution(benchmark, entry)
     out_dir = Path(out_dir)
-    decode_run = {}
-    decode_results = Path(samples_path).with_name("decode_results.json")
-    if decode_results.exists():
-        decode_run = json.loads(decode_results.read_text(encoding="utf-8")).get("fsgen_run", {})
+    decode_run = decode_run_info(samples_path)
     lm = replay_model(benchmark, entry, samples_path, decode_run.get("chat_template"))
     results, indices = evaluate_benchmark(lm, benchmark, entry, out_dir, predict_only=False, tasks_dir=tasks_dir,
                                           include_path=include_path, bootstrap_iters=bootstrap_iters)
@@ -250,6 +260,6 @@ def run_score(benchmark: str, entry: dict, samples_path, out_dir, *, tasks_dir=N
         "decode": decode_info,
     }
     atomic.write_json(out_dir / "lm_eval_results.json", _without_samples(results), default=handle_non_serializable)
-    atomic.write_jsonl(out_dir / "scored_samples.jsonl", _samples_rows(results), default=handle_non_serializable)
+    atomic.write_jsonl(out_dir / "scored_samples.jsonl", samples_rows(results), default=handle_non_serializable)
     atomic.write_json(out_dir / "metrics.json", metrics, default=handle_non_serializable)
     return metrics

@@ -37,7 +37,9 @@ def router_spec(spec, key: str):
 
 def expand_variants(config: dict) -> dict[str, dict]:
     """Variant name -> its decode settings (DecodeConfig fields). A `routers:` list sweeps: one
-    variant per router, named `<name>-<router slug>` (e.g. `oracle_entropy-entropy0.5`)."""
+    variant per router, named `<name>-<router slug>` (e.g. `oracle_entropy-entropy0.5`); a
+    `seeds:` list (sampled decoding, temperature > 0) one variant per seed, named
+    `<name>[-<router slug>]-seed<N>` (e.g. `speculative_sampled-seed1`)."""
     variants = {}
     for name, spec in config.get("methods", {}).items():
         routers = spec.get("routers")
@@ -47,13 +49,49 @@ def expand_variants(config: dict) -> dict[str, dict]:
         else:
             router_spec(spec.get("router", "always"), f"methods.{name}.router")
             named = [(name, spec.get("router", "always"))]
-        for variant, router in named:
-            settings = {k: v for k, v in spec.items() if k in DECODE_FIELDS}
-            settings["router"] = router
-            if variant in variants:
-                raise ConfigError(f"methods.{name}: variant name {variant!r} is produced twice")
-            variants[variant] = settings
+        seeds = _variant_seeds(name, spec)
+        for routed, router in named:
+            for variant, seed in ([(routed, None)] if seeds is None else [(seed_variant(routed, s), s) for s in seeds]):
+                settings = {k: v for k, v in spec.items() if k in DECODE_FIELDS}
+                settings["router"] = router
+                if seed is not None:
+                    settings["seed"] = seed
+                if variant in variants:
+                    raise ConfigError(f"methods.{name}: variant name {variant!r} is produced twice")
+                variants[variant] = settings
     return variants
+
+
+SEED_SUFFIX = "-seed"  # a seeds sweep's variants: <name>-seed<N>
+
+
+def seed_variant(name: str, seed: int) -> str:
+    """The variant of one seed of a `seeds:` sweep."""
+    return f"{name}{SEED_SUFFIX}{int(seed)}"
+
+
+def split_seed_variant(variant: str) -> tuple[str, int | None]:
+    """(the variant without its seed suffix, the seed) of a `seeds:` sweep's variant; (variant,
+    None) for any other variant. The inverse of `seed_variant`."""
+    head, sep, tail = variant.rpartition(SEED_SUFFIX)
+    if sep and head and re.fullmatch(r"[0-9]+", tail):
+        return head, int(tail)
+    return variant, None
+
+
+def _variant_seeds(name: str, spec: dict) -> list[int] | None:
+    """The `seeds:` of a variant (None without), checked: only a sampled decode (a method that reads
+    `temperature`, temperature > 0) depends on its seed."""
+    seeds = spec.get("seeds")
+    if seeds is None:
+        return None
+    method = get_method(spec["method"])
+    if "temperature" not in method.params or not float(spec.get("temperature") or 0) > 0:
+        raise ConfigError(f"methods.{name}.seeds: seeds only change a sampled decode (a method with "
+                          f"temperature > 0, e.g. speculative); {spec['method']} here is greedy")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"methods.{name}.seeds: a seed is listed twice")
+    return [int(s) for s in seeds]
 
 
 def decode_settings(config: dict, variant: str) -> dict:
@@ -131,6 +169,21 @@ def decode_jobs(config: dict) -> list[dict]:
         for v in benchmark_variants(config, b)
         for lg, sm in pairs
     ]
+
+
+def counterfactual_variants(config: dict) -> list[str]:
+    """Variants whose jobs get counterfactual continuations (`counterfactual.positions` > 0): a
+    method with a fast path under the `always` router (System 2 decides every token: the oracle)."""
+    if not int(config.get("counterfactual", {}).get("positions", 0)) > 0:
+        return []
+    return [v for v, s in expand_variants(config).items()
+            if get_method(s["method"]).fast_path and parse_router_spec(s.get("router", "always")).kind == "always"]
+
+
+def counterfactual_jobs(config: dict) -> list[dict]:
+    """Every oracle job {benchmark, variant, large, small} that gets counterfactual continuations."""
+    chosen = set(counterfactual_variants(config))
+    return [job for job in decode_jobs(config) if job["variant"] in chosen]
 
 
 def single_jobs(config: dict) -> list[dict]:

@@ -26,7 +26,14 @@ PREFLIGHT = RESULTS / "preflight" / "preflight.json"
 SUMMARY = RESULTS / "summary.md"
 REPORT_HTML = RESULTS / "report.html"
 
+# counterfactual continuations of oracle jobs (fsgen.harness.counterfactual): their resume cache
+# folders live apart from the decode jobs' (`fsgen cache` judges those against the decode jobs)
+COUNTERFACTUAL_RESUME_DIR = RESUME_DIR / "counterfactual"
+
 DECODE_OUTPUTS = ("trace.parquet", "samples.jsonl", "generations.jsonl")  # one folder per decode job
+# in an oracle job's folder: the continuations (GPU stage) and their outcomes (CPU stage)
+COUNTERFACTUAL_CONTINUATIONS = "counterfactual_continuations.parquet"
+COUNTERFACTUAL_OUTPUT = "counterfactual.parquet"
 SCORE_OUTPUT = "metrics.json"
 STATS_OUTPUT = "stats.json"
 
@@ -53,5 +60,6 @@ def parse_job(benchmark: str, folder: str) -> dict:
 
 
 def log_file(stage: str, job: dict) -> Path:
-    """results/logs/<stage>/<benchmark>/<job folder>.log (stage: decode, score, stats)."""
+    """results/logs/<stage>/<benchmark>/<job folder>.log (stage: decode, score, stats,
+    counterfactual, counterfactual_score)."""
     return LOGS / stage / job["benchmark"] / f"{job_folder(job)}.log"
