@@ -3,7 +3,7 @@
 Speculative decoding with temperature > 0 (lossless rejection sampling) accepts a drafted token
 with probability min(1, p/q); a rejected draft is replaced by System 2's own sample (a
 correction). A speculative trace records each round's accepted drafts (`drafted`) and System 2's
-token after them (`fsgen.analysis.speculative.system2_token_roles`: a correction, or the bonus
+token after them (`fsgen.analysis.acceptance.system2_token_roles`: a correction, or the bonus
 token after a fully accepted round). A *judged* position is one where System 2 ruled on a draft:
 an accepted draft or a correction (drafts after a rejection are never judged; a bonus token was
 not drafted). The *rejection share* is corrections / judged positions.
@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from fsgen.analysis.speculative import system2_token_roles
+from fsgen.analysis.acceptance import system2_token_roles
 from fsgen.analysis.stats import bool_column
 
 PAIR_KEYS = ["benchmark", "large", "small"]
