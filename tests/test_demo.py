@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from fsgen.demo import arith
 from fsgen.demo.arith import Difficulty, generate_problems
+from fsgen.demo.evaluate import GAP_METRICS, gap_share, gap_share_interval, proxy_gap_report
 from fsgen.demo.family import DEFAULT_FAMILY, DEFAULT_TUNED, spec_for
 from fsgen.demo.train import (
     ModelSpec, TunedSpec, batch_backward, encode_examples, finetune_tuned, format_prompt, format_target, make_batch,
@@ -103,6 +104,22 @@ def test_write_splits_disjoint_and_atomic(tmp_path):
     assert all(paths[k].read_bytes() == again[k].read_bytes() for k in paths)
 
 
+def test_tuned_style_share_rewrites_a_seeded_share():
+    problems = generate_problems(200, seed=4)
+    mixed = arith.with_tuned_style_share(problems, 0.07, seed=5)
+    styled = [i for i, (a, b) in enumerate(zip(problems, mixed)) if a != b]
+    assert len(styled) == 14  # round(0.07 * 200)
+    for i, (original, row) in enumerate(zip(problems, mixed)):
+        # a styled row is that problem in the tuned style; every other row is untouched
+        expected = arith.to_tuned_style(original) if i in styled else original
+        assert row == expected
+    assert arith.with_tuned_style_share(problems, 0.07, seed=5) == mixed
+    assert arith.with_tuned_style_share(problems, 0.07, seed=6) != mixed
+    assert arith.with_tuned_style_share(problems, 0.0, seed=5) == problems
+    with pytest.raises(ValueError, match="share"):
+        arith.with_tuned_style_share(problems, 1.5, seed=5)
+
+
 # ---- tokenizer and training ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -114,7 +131,7 @@ def tiny(tmp_path_factory):
     paths = arith.write_splits(root / "data", n_train=400, n_test=20, n_tuned=100, seed=0, difficulty=easy)
     train = arith.read_jsonl(paths["train"])
     train_tokenizer(train, root / "tokenizer")
-    spec = ModelSpec(hidden_size=32, num_layers=2, num_heads=2, steps=60, batch_size=8, lr=3e-3, warmup=10)
+    spec = ModelSpec(hidden_size=32, num_layers=2, num_heads=2, steps=100, batch_size=8, lr=3e-3, warmup=10)
     meta = train_model(spec, paths["train"], root / "tokenizer", root / "models" / "tiny-s", seed=0, progress=False)
     tuned_meta = finetune_tuned(TunedSpec(base="tiny-s", steps=10, batch_size=8), root / "models" / "tiny-s",
                                 paths["tuned_train"], root / "models" / "tiny-s-tuned", seed=0, progress=False)
@@ -143,15 +160,43 @@ def test_prompt_encoding_is_a_prefix_of_training_encoding(tiny):
         assert ids[:n_prompt] == tok.encode(format_prompt(p["question"]), add_special_tokens=False)
 
 
-def test_make_batch_masks_prompt_and_padding():
+def test_make_batch_pads_and_weighs_prompt_answer_and_padding():
     examples = [([5, 6, 7, 8], 2), ([9, 10, 11], 1)]
-    b = make_batch(examples, pad_id=0)
+    b = make_batch(examples, pad_id=0, prompt_weight=0.25)
     assert b["input_ids"].tolist() == [[5, 6, 7, 8], [9, 10, 11, 0]]
     assert b["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
-    assert b["labels"].tolist() == [[-100, -100, 7, 8], [-100, 10, 11, -100]]
+    # nothing predicts a row's first token; prompt tokens 0.25, answer tokens 1, padding 0
+    assert b["loss_weights"].tolist() == [[0, 0.25, 1, 1], [0, 1, 1, 0]]
+    assert make_batch(examples, pad_id=0)["loss_weights"].tolist() == [[0, 0, 1, 1], [0, 1, 1, 0]]
 
 
-def test_micro_batches_give_the_loss_and_gradient_of_one_pass(tiny):
+def _slow_weighted_loss(model, examples, prompt_weight):
+    """Reference: each row alone (no padding), each token from the logits of its own prefix."""
+    total = weight = 0.0
+    with torch.no_grad():
+        for ids, n_prompt in examples:
+            logits = model(torch.tensor([ids])).logits[0]
+            for t in range(1, len(ids)):
+                w = prompt_weight if t < n_prompt else 1.0
+                total += w * -torch.log_softmax(logits[t - 1].double(), -1)[ids[t]].item()
+                weight += w
+    return total / weight
+
+
+@pytest.mark.parametrize("prompt_weight", [0.0, 0.3, 1.0])
+def test_batch_loss_is_the_weighted_token_loss(tiny, prompt_weight):
+    from transformers import LlamaForCausalLM
+
+    tok = load_tokenizer(str(tiny["root"] / "tokenizer"))
+    examples = encode_examples(arith.read_jsonl(tiny["paths"]["train"])[:5], tok)
+    torch.manual_seed(1)
+    model = LlamaForCausalLM(tiny["spec"].llama_config(tok))
+    loss = batch_backward(model, examples, tok.pad_token_id, prompt_weight=prompt_weight)
+    assert loss == pytest.approx(_slow_weighted_loss(model, examples, prompt_weight), rel=1e-5)
+
+
+@pytest.mark.parametrize("prompt_weight", [0.0, 0.3])
+def test_micro_batches_give_the_loss_and_gradient_of_one_pass(tiny, prompt_weight):
     """Length-sorted slices (ModelSpec.micro_batches) are a faster way to compute the same step."""
     from transformers import LlamaForCausalLM
 
@@ -163,7 +208,7 @@ def test_micro_batches_give_the_loss_and_gradient_of_one_pass(tiny):
     results = {}
     for slices in (1, 2, 3):
         model.zero_grad(set_to_none=True)
-        loss = batch_backward(model, examples, tok.pad_token_id, micro_batches=slices)
+        loss = batch_backward(model, examples, tok.pad_token_id, micro_batches=slices, prompt_weight=prompt_weight)
         results[slices] = (loss, [p.grad.clone() for p in model.parameters()])
     loss_one, grads_one = results[1]
     for slices in (2, 3):
@@ -208,6 +253,42 @@ def test_tuned_variant_differs_from_its_base(tiny):
         assert not torch.allclose(base(ids).logits, tuned(ids).logits)
 
 
+def test_gap_share_is_the_share_of_the_tuned_gap():
+    assert gap_share(0.10, 0.40, 0.50) == pytest.approx(0.75)
+    assert gap_share(0.30, 0.20, 0.70) == pytest.approx(-0.25)  # proxy moved away from the tuned model
+    assert gap_share(0.20, 0.50, 0.20) is None                  # no gap to close
+
+
+def test_gap_share_interval_covers_the_share_at_the_binomial_width():
+    """Untuned always wrong, tuned always right: the share is the proxy's hit rate, whose 95%
+    interval over 200 problems is about ±1.96·sqrt(p(1−p)/200)."""
+    proxy = [i % 10 < 7 for i in range(200)]  # 70% hits
+    low, high = gap_share_interval([0] * 200, proxy, [1] * 200, n_boot=4000, seed=3)
+    half = 1.96 * (0.7 * 0.3 / 200) ** 0.5
+    assert low < 0.7 < high
+    assert (high - low) / 2 == pytest.approx(half, rel=0.15)
+    assert gap_share_interval([1, 0, 1], [1, 1, 0], [1, 0, 1]) is None  # never a gap
+
+
+def test_proxy_gap_report_against_known_proxies(tiny):
+    """Two proxies with known outcomes: a zero shift (tuned small = base small) leaves the large
+    model as it is; the large model shifted by its own tuned variant (log p_l + log p_t − log p_l)
+    is that tuned variant."""
+    models = tiny["root"] / "models"
+    base = AutoModelForCausalLM.from_pretrained(str(models / "tiny-s")).eval()
+    tuned = AutoModelForCausalLM.from_pretrained(str(models / "tiny-s-tuned")).eval()
+    tok = load_tokenizer(str(models / "tiny-s"))
+    problems = arith.read_jsonl(tiny["paths"]["test"])[:8]
+    report = proxy_gap_report(base, tuned, {"zero": (tuned, tuned), "self": (base, tuned)}, tok, problems, alpha=1.0)
+    zero, own = report["pairs"]["zero"], report["pairs"]["self"]
+    assert zero["proxy"] == report["large"] and zero["strict_change"] == 0
+    assert own["proxy"] == report["large_tuned"] and own["small_tuned"] == report["large_tuned"]
+    for metric in GAP_METRICS:
+        gap = report["large_tuned"][metric] - report["large"][metric]
+        assert zero["share"][metric] == (None if gap == 0 else 0.0)
+        assert own["share"][metric] == (None if gap == 0 else pytest.approx(1.0))
+
+
 def test_finetune_needs_a_trained_base(tmp_path):
     with pytest.raises(FileNotFoundError):
         finetune_tuned(TunedSpec(base="x"), tmp_path / "missing", [{"question": "q", "answer": "a"}], tmp_path / "o")
@@ -222,7 +303,7 @@ def test_default_family_spans_16x_in_parameters(tmp_path):
     sizes = list(params.values())
     assert len(sizes) >= 4 and sizes == sorted(sizes)
     assert sizes[-1] >= 16 * sizes[0], params
-    assert set(DEFAULT_TUNED) == {"arith-xs-tuned", "arith-s-tuned", "arith-m-tuned"}
+    assert set(DEFAULT_TUNED) == {"arith-xs-tuned", "arith-s-tuned", "arith-m-tuned", "arith-l-tuned"}
     assert spec_for("arith-s-tuned").base == "arith-s"
     assert spec_for("other-tuned", base="other").base == "other"
     with pytest.raises(KeyError, match="nope"):

@@ -179,6 +179,21 @@ def to_tuned_style(problem: dict) -> dict:
     return {"question": problem["question"], "answer": f"{steps} {name} has {number} {item} now. #### {number}"}
 
 
+def with_tuned_style_share(problems: list[dict], share: float, seed: int) -> list[dict]:
+    """The problems with a seeded `share` of them (round(share · n), chosen at random) rewritten in
+    the tuned style, the others unchanged and in their order.
+
+    Base models trained on such a mix can write the tuned sentence (copying the name, the items
+    and the result) but, at a small share, greedy decoding never chooses it: the style is there
+    but unlikely, as a chat style is in a pretrained model's corpus. Proxy tuning then only has
+    to shift the choice of style, which is what it transfers (docs/demo.md).
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"tuned-style share must be in [0, 1], got {share}")
+    chosen = set(random.Random(seed).sample(range(len(problems)), round(share * len(problems))))
+    return [to_tuned_style(p) if i in chosen else p for i, p in enumerate(problems)]
+
+
 # ---- splits on disk --------------------------------------------------------------------------
 
 def write_jsonl(rows: list[dict], path: str | Path) -> Path:

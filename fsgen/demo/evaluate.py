@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fsgen.demo.arith import TUNED_STYLE_RE, extract_flexible, extract_strict, extract_tuned_style, final_answer
@@ -27,19 +28,6 @@ def left_padded(tokenizer, encoded: list[list[int]]) -> tuple[torch.Tensor, torc
         input_ids[i, width - len(ids) :] = torch.tensor(ids)
         attention_mask[i, width - len(ids) :] = 1
     return input_ids, attention_mask
-
-
-def answer_rates(texts: list[str], problems: list[dict]) -> dict:
-    """Exact-match rates of generated answers under the task's three filters, plus a few samples."""
-    gold = [final_answer(p) for p in problems]
-    n = len(problems)
-    return {
-        "strict": sum(extract_strict(t) == g for t, g in zip(texts, gold)) / n,
-        "flexible": sum(extract_flexible(t) == g for t, g in zip(texts, gold)) / n,
-        "tuned_style": sum(extract_tuned_style(t) == g for t, g in zip(texts, gold)) / n,
-        "style_rate": sum(TUNED_STYLE_RE.search(t) is not None for t in texts) / n,  # right or wrong number
-        "samples": texts[:3],
-    }
 
 
 @torch.no_grad()
@@ -60,12 +48,30 @@ def greedy_generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 
     return outputs
 
 
+def answer_scores(texts: list[str], problems: list[dict]) -> dict:
+    """Exact-match rates of answers under the task's three filters, the tuned style's rate, samples.
+
+    strict: "#### N" (lm-eval strict-match); flexible: the last number; tuned_style: the number
+    of the tuned sentence "<Name> has N <items> now." (0 for an answer without it); style_rate:
+    answers with the tuned sentence, right number or not. "hits": the same four per problem
+    ({metric: [P] bools}, for paired comparisons).
+    """
+    gold = [final_answer(p) for p in problems]
+    hits = {
+        "strict": [extract_strict(t) == g for t, g in zip(texts, gold)],
+        "flexible": [extract_flexible(t) == g for t, g in zip(texts, gold)],
+        "tuned_style": [extract_tuned_style(t) == g for t, g in zip(texts, gold)],
+        "style_rate": [TUNED_STYLE_RE.search(t) is not None for t in texts],
+    }
+    return {**{metric: sum(h) / len(problems) for metric, h in hits.items()}, "samples": texts[:3], "hits": hits}
+
+
 def accuracy(model, tokenizer, problems: list[dict], max_new_tokens: int = 48) -> dict:
-    """Exact-match rates of greedy answers (`answer_rates`)."""
+    """answer_scores() of the model's greedy answers."""
     prompts = [format_prompt(p["question"]) for p in problems]
     texts = [tokenizer.decode(ids, skip_special_tokens=True)
              for ids in greedy_generate(model, tokenizer, prompts, max_new_tokens)]
-    return answer_rates(texts, problems)
+    return answer_scores(texts, problems)
 
 
 @torch.no_grad()
@@ -125,11 +131,93 @@ def proxy_generate(large, small_base, small_tuned, tokenizer, prompts: list[str]
 
 
 def proxy_accuracy(large, small_base, small_tuned, tokenizer, problems: list[dict], alpha: float = 1.0) -> dict:
-    """accuracy() for greedy proxy tuning (strict, flexible, tuned_style rates)."""
+    """answer_scores() of greedy proxy tuning."""
     prompts = [format_prompt(p["question"]) for p in problems]
     texts = [tokenizer.decode(ids, skip_special_tokens=True)
              for ids in proxy_generate(large, small_base, small_tuned, tokenizer, prompts, alpha)]
-    return answer_rates(texts, problems)
+    return answer_scores(texts, problems)
+
+
+# ---- proxy tuning against its reference: the large model tuned directly ------------------------
+
+GAP_METRICS = ("tuned_style", "style_rate")
+
+
+def gap_share(untuned: float, proxy: float, tuned: float) -> float | None:
+    """(proxy − untuned) / (tuned − untuned): the share of the gap between the large model and
+    the large model tuned directly that proxy tuning closes (Liu et al. 2024, "Tuning Language
+    Models by Proxy", report 88-91% at 13B/70B). None when there is no gap to close."""
+    gap = tuned - untuned
+    return None if abs(gap) < 1e-12 else (proxy - untuned) / gap
+
+
+def gap_share_interval(untuned, proxy, tuned, n_boot: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of gap_share over problems (paired: one resample of problems
+    for all three models). untuned, proxy, tuned: [P] per-problem hits (0/1). Resamples without
+    a gap are skipped; None when fewer than half of them have one."""
+    hits = np.asarray([untuned, proxy, tuned], dtype=np.float64)             # [3, P]
+    idx = np.random.default_rng(seed).integers(0, hits.shape[1], size=(n_boot, hits.shape[1]))  # [B, P]
+    base, px, ref = hits[:, idx].mean(axis=2)                                # 3 × [B]
+    has_gap = np.abs(ref - base) > 1e-12
+    if has_gap.sum() < n_boot / 2:
+        return None
+    shares = (px[has_gap] - base[has_gap]) / (ref[has_gap] - base[has_gap])
+    low, high = np.percentile(shares, [50 * (1 - level), 50 * (1 + level)])
+    return float(low), float(high)
+
+
+def proxy_gap_report(large, large_tuned, smalls: dict, tokenizer, problems: list[dict], alpha: float = 1.0) -> dict:
+    """Proxy tuning of `large` with each (small_base, small_tuned) of `smalls` (name -> pair of
+    models), against `large_tuned` (the large model fine-tuned on the same tuned data).
+
+    Returns {"large": scores, "large_tuned": scores, "alpha": α, "pairs": {name: {"small_tuned":
+    scores, "proxy": scores, "share": {metric: gap_share}, "share_interval": {metric: 95% bootstrap
+    interval}, "strict_change": proxy strict − large strict, "tuned_style_change": proxy
+    tuned_style − large strict}}}; scores = answer_scores() rates. The share is on `tuned_style`
+    (exact match read from the tuned sentence: style and accuracy together) and `style_rate`;
+    the two changes say whether accuracy is kept while the style moves (the strict gap between
+    the large model and its tuned version is near 0, so a share of it would be noise).
+    """
+    def rates(result: dict) -> dict:
+        return {k: v for k, v in result.items() if k not in ("samples", "hits")}
+
+    large_scores, ref_scores = accuracy(large, tokenizer, problems), accuracy(large_tuned, tokenizer, problems)
+    report = {"large": rates(large_scores), "large_tuned": rates(ref_scores), "alpha": alpha, "pairs": {}}
+    for name, (small_base, small_tuned) in smalls.items():
+        proxy = proxy_accuracy(large, small_base, small_tuned, tokenizer, problems, alpha)
+        report["pairs"][name] = {
+            "small_tuned": rates(accuracy(small_tuned, tokenizer, problems)),
+            "proxy": rates(proxy),
+            "share": {m: gap_share(large_scores[m], proxy[m], ref_scores[m]) for m in GAP_METRICS},
+            "share_interval": {m: gap_share_interval(large_scores["hits"][m], proxy["hits"][m], ref_scores["hits"][m])
+                               for m in GAP_METRICS},
+            "strict_change": proxy["strict"] - large_scores["strict"],
+            "tuned_style_change": proxy["tuned_style"] - large_scores["strict"],
+        }
+    return report
+
+
+def proxy_gap_check(models_dir, test_jsonl, large: str = "arith-l", smalls=("arith-xs", "arith-s", "arith-m"),
+                    alpha: float = 1.0, limit: int | None = None) -> dict:
+    """proxy_gap_report() for trained family folders `<models_dir>/<name>` and `<name>-tuned`."""
+    from pathlib import Path
+
+    from transformers import LlamaForCausalLM
+
+    from fsgen.demo.arith import read_jsonl
+    from fsgen.models import load_tokenizer
+
+    def load(name: str):
+        folder = Path(models_dir) / name
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} is missing: train {name} first (python -m fsgen.demo train {name} ...)")
+        return LlamaForCausalLM.from_pretrained(str(folder)).eval()
+
+    problems = read_jsonl(test_jsonl)[:limit]
+    pairs = {s: (load(s), load(f"{s}-tuned")) for s in smalls}
+    return proxy_gap_report(load(large), load(f"{large}-tuned"), pairs, load_tokenizer(str(Path(models_dir) / large)),
+                            problems, alpha)
 
 
 def check_family(models_dir, test_jsonl, names, limit=150, proxy_large="arith-l") -> dict:

@@ -11,16 +11,17 @@ from __future__ import annotations
 from fsgen.demo.train import ModelSpec, TunedSpec, finetune_tuned, train_model
 
 DEFAULT_FAMILY: dict[str, ModelSpec] = {
-    "arith-xs": ModelSpec(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, steps=600, lr=3e-3),
+    "arith-xs": ModelSpec(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, steps=700, lr=3e-3),
     "arith-s": ModelSpec(hidden_size=48, num_layers=2, num_heads=3, steps=800, lr=5e-3),
     "arith-m": ModelSpec(hidden_size=64, num_layers=3, num_heads=4, steps=1000, lr=5e-3),
     "arith-l": ModelSpec(hidden_size=96, num_layers=4, num_heads=4, intermediate_size=336, steps=1000,
                          batch_size=32, micro_batches=2, lr=3e-3),
 }
 
-# Tuned variants of the models that are ever the small model of a pair (for proxy tuning).
+# Tuned variants: of the models that are ever the small model of a pair (for proxy tuning), and
+# of the largest as proxy tuning's reference (the large model tuned directly on the same data).
 DEFAULT_TUNED: dict[str, TunedSpec] = {
-    f"{name}-tuned": TunedSpec(base=name) for name in ("arith-xs", "arith-s", "arith-m")
+    f"{name}-tuned": TunedSpec(base=name) for name in ("arith-xs", "arith-s", "arith-m", "arith-l")
 }
 
 

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from fsgen.demo.arith import read_jsonl
+from fsgen.demo.arith import read_jsonl, with_tuned_style_share
 from fsgen.demo.tokenizer import (  # noqa: F401  (format_*, train_tokenizer: public here too)
     format_prompt, format_target, replace_dir, staging_dir, train_tokenizer,
 )
@@ -42,6 +42,8 @@ class ModelSpec:
     lr: float = 3e-3               # peak AdamW learning rate (linear warmup, cosine decay to 10%)
     warmup: int = 50               # warmup steps
     weight_decay: float = 0.01
+    prompt_loss_weight: float = 1.0  # loss weight of the question's tokens (answer tokens: 1); see make_batch
+    tuned_style_share: float = 0.05  # share of training answers in the tuned style (arith.with_tuned_style_share)
     max_position_embeddings: int = 256  # prompt + answer must fit (a 0-shot arith prompt is < 100 tokens)
 
     def llama_config(self, tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
@@ -63,11 +65,12 @@ class ModelSpec:
 @dataclass
 class TunedSpec:
     base: str                      # name of the family member that is fine-tuned
-    steps: int = 200               # further optimizer steps on the tuned-style data
+    steps: int = 100               # further optimizer steps on the tuned-style data
     batch_size: int = 16
     lr: float = 1e-3               # lower than pre-training: shift the style, keep the skill
     warmup: int = 20
     weight_decay: float = 0.01
+    prompt_loss_weight: float = 1.0  # as ModelSpec.prompt_loss_weight
 
 
 # ---- data -------------------------------------------------------------------------------------
@@ -86,18 +89,34 @@ def encode_examples(problems: list[dict], tokenizer) -> list[tuple[list[int], in
     return out
 
 
-def make_batch(examples: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded input_ids/attention_mask [B, T]; labels [B, T] are -100 on prompt and padding,
-    so the loss is on the answer (and its EOS) only."""
+def make_batch(examples: list[tuple[list[int], int]], pad_id: int,
+               prompt_weight: float = 0.0) -> dict[str, torch.Tensor]:
+    """Right-padded input_ids/attention_mask [B, T] and loss_weights [B, T].
+
+    loss_weights[b, t] weighs the loss of predicting token t of row b: 1 on the answer (and its
+    EOS), `prompt_weight` on the prompt's tokens after the first (nothing predicts the first),
+    0 on padding. With weight 0 the loss is on the answer only. The demo family uses 1 (the
+    whole sequence): with the answer-only loss and the tuned-style share of the training mix,
+    the smallest model came out worse (docs/demo.md, "The tuned variants and proxy tuning").
+    """
     width = max(len(ids) for ids, _ in examples)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
-    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    loss_weights = torch.zeros((len(examples), width), dtype=torch.float32)
     for i, (ids, n_prompt) in enumerate(examples):
         input_ids[i, : len(ids)] = torch.tensor(ids)
         attention_mask[i, : len(ids)] = 1
-        labels[i, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        loss_weights[i, 1:n_prompt] = prompt_weight
+        loss_weights[i, n_prompt : len(ids)] = 1.0
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "loss_weights": loss_weights}
+
+
+def summed_token_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Σ_b,t loss_weights[b, t] · (−log p(token t | tokens < t)) of a make_batch batch (a scalar)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # [B, T, V]
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), batch["input_ids"][:, 1:],
+                                            reduction="none")                                    # [B, T-1]
+    return (nll * batch["loss_weights"][:, 1:]).sum()
 
 
 def _lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
@@ -107,26 +126,23 @@ def _lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def batch_backward(model, batch: list[tuple[list[int], int]], pad_id: int, micro_batches: int = 1) -> float:
-    """Forward and backward of one batch; returns its loss (mean over answer tokens).
+def batch_backward(model, batch: list[tuple[list[int], int]], pad_id: int, micro_batches: int = 1,
+                   prompt_weight: float = 0.0) -> float:
+    """Forward and backward of one batch; returns its loss (weighted mean over tokens, make_batch's weights).
 
     With micro_batches > 1 the rows are sorted by length and cut into that many slices, each
-    padded only to its own longest row, and every slice's summed token loss is divided by the
-    whole batch's token count: the same loss and gradient as one pass (up to float rounding),
+    padded only to its own longest row, and every slice's weighted token loss is divided by the
+    whole batch's total weight: the same loss and gradient as one pass (up to float rounding),
     with less padding. Random batches of 32 arith problems are 29% padding; two slices make a
     step of the largest demo model about 20% faster.
     """
-    if micro_batches <= 1:
-        loss = model(**make_batch(batch, pad_id)).loss
-        loss.backward()
-        return loss.item()
-    rows = sorted(batch, key=lambda row: len(row[0]))
-    # every answer token is a label (the prompt is never empty, so the shift drops none)
-    n_labels = sum(len(ids) - n_prompt for ids, n_prompt in rows)
-    size = -(-len(rows) // micro_batches)
+    rows = sorted(batch, key=lambda row: len(row[0])) if micro_batches > 1 else batch
+    # answer tokens weigh 1, the prompt's tokens after the first `prompt_weight`
+    total_weight = sum((len(ids) - n_prompt) + prompt_weight * (n_prompt - 1) for ids, n_prompt in rows)
+    size = -(-len(rows) // max(1, micro_batches))
     total = 0.0
     for start in range(0, len(rows), size):
-        loss = model(**make_batch(rows[start : start + size], pad_id), num_items_in_batch=n_labels).loss
+        loss = summed_token_loss(model, make_batch(rows[start : start + size], pad_id, prompt_weight)) / total_weight
         loss.backward()
         total += loss.item()
     return total
@@ -134,11 +150,11 @@ def batch_backward(model, batch: list[tuple[list[int], int]], pad_id: int, micro
 
 def fit(model, examples, pad_id: int, steps: int, batch_size: int, lr: float, warmup: int,
         weight_decay: float, seed: int, desc: str = "train", progress: bool = True, callback=None,
-        micro_batches: int = 1) -> list[float]:
+        micro_batches: int = 1, prompt_weight: float = 0.0) -> list[float]:
     """AdamW on random batches drawn with a seeded generator; returns the loss of every step.
 
     `callback(step, model)`, if given, runs after every optimizer step (e.g. to evaluate);
-    `micro_batches`: see `batch_backward`.
+    `micro_batches`, `prompt_weight`: see `batch_backward`.
     """
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
@@ -150,7 +166,7 @@ def fit(model, examples, pad_id: int, steps: int, batch_size: int, lr: float, wa
             group["lr"] = _lr_at(step, steps, lr, warmup)
         idx = torch.randint(len(examples), (batch_size,), generator=generator).tolist()
         optimizer.zero_grad(set_to_none=True)
-        loss = batch_backward(model, [examples[i] for i in idx], pad_id, micro_batches)
+        loss = batch_backward(model, [examples[i] for i in idx], pad_id, micro_batches, prompt_weight)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         losses.append(loss)
@@ -179,12 +195,13 @@ def train_model(spec: ModelSpec, data: list[dict] | str | Path, tokenizer_dir: s
     _seed_everything(seed, threads)
     tokenizer = load_tokenizer(str(tokenizer_dir))
     model = LlamaForCausalLM(spec.llama_config(tokenizer))
+    problems = with_tuned_style_share(problems, spec.tuned_style_share, seed)
     examples = _checked_examples(problems, tokenizer, spec.max_position_embeddings, name)
     log.info("%s: %d params, %d training problems, spec %s", name, count_params(model), len(examples), asdict(spec))
     start, cpu_start = time.perf_counter(), time.process_time()
     losses = fit(model, examples, tokenizer.pad_token_id, spec.steps, spec.batch_size, spec.lr, spec.warmup,
                  spec.weight_decay, seed, desc=name, progress=progress,
-                 micro_batches=spec.micro_batches)
+                 micro_batches=spec.micro_batches, prompt_weight=spec.prompt_loss_weight)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     sidecar = {"name": name, "params": count_params(model), "kind": "base", "spec": asdict(spec), "seed": seed,
                "threads": threads, "train_seconds": round(seconds, 1),
@@ -206,7 +223,7 @@ def finetune_tuned(spec: TunedSpec, base_dir: str | Path, data: list[dict] | str
     examples = _checked_examples(problems, tokenizer, model.config.max_position_embeddings, name)
     start, cpu_start = time.perf_counter(), time.process_time()
     losses = fit(model, examples, tokenizer.pad_token_id, spec.steps, spec.batch_size, spec.lr, spec.warmup,
-                 spec.weight_decay, seed, desc=name, progress=progress)
+                 spec.weight_decay, seed, desc=name, progress=progress, prompt_weight=spec.prompt_loss_weight)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     sidecar = {"name": name, "params": count_params(model), "kind": "tuned", "base": base_meta.get("name", spec.base),
                "spec": asdict(spec), "seed": seed, "threads": threads, "train_seconds": round(seconds, 1),
