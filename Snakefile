@@ -24,6 +24,7 @@ include: "rules/models.smk"
 include: "rules/decode.smk"
 include: "rules/score.smk"
 include: "rules/analyze.smk"
+include: "rules/viewer.smk"
 include: "rules/report.smk"
 
 
@@ -31,5 +32,6 @@ rule all:
     input:
         job_files("stats.json"),
         ANALYSIS_TARGETS,
+        viewer_pages(),
         report_targets(),
     default_target: True

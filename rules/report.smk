@@ -12,12 +12,13 @@ rule report:
     input:
         ANALYSIS_TARGETS,
         job_files("stats.json"),
+        viewer_pages(),
     output:
         REPORT_HTML,
     params:
         config=effective_config(),
         snakefile=workflow.main_snakefile,
-        targets=["analyses_all", "stats_all"],
+        targets=["analyses_all", "stats_all", "viewer_all"],
     log:
         LOGS / "report.log",
     conda:

@@ -1,9 +1,9 @@
-# Token-level viewer (fsgen.viewer): one self-contained HTML page per pair x method x benchmark
+# Token-level viewer (fsgen.viewer): one self-contained HTML page per pair x variant x benchmark
 # showing a seeded sample of its requests with the tokens System 2 decided marked, in the
-# report's "Examples" category. In-process like score (fsgen.pipeline.rulescript): a page is well under a
-# second of work. Config (proposed): viewer: {requests: 5, seed: 0}.
+# report's "Examples" category. In-process like score (fsgen.pipeline.rulescript): a page is well
+# under a second of work. Config: viewer: {requests, seed} (workflow/schemas/config.schema.yaml).
 
-VIEWER = {"requests": 5, "seed": 0, **config.get("viewer", {})}
+VIEWER = config["viewer"]
 VIEWER_CODE = sorted(str(p) for p in (FSGEN / "viewer").glob("*.py"))
 VIEWER_PAGE = PAIR_DIR / "viewer.html"
 
@@ -33,14 +33,15 @@ rule viewer_page:
             VIEWER_PAGE,
             category="Examples",
             subcategory="{benchmark}",
-            labels={"method": "{method}", "System 2": "{large}", "System 1": "{small}"},
+            caption=caption("viewer"),
+            labels={"variant": "{variant}", "System 2": "{large}", "System 1": "{small}"},
         ),
     params:
         requests=VIEWER["requests"],
         seed=VIEWER["seed"],
         tokenizer=viewer_tokenizer,
     log:
-        LOGS / "viewer" / "{benchmark}" / "{method}" / "{large}__{small}.log",
+        LOGS / "viewer" / "{benchmark}" / "{variant}" / "{large}__{small}.log",
     run:
         run_in_process("viewer", input, output, params, wildcards, threads, resources, log, rule)
 

@@ -1,21 +1,20 @@
-"""Rule figures: the aggregate tables -> PNG figures (a PDF with the same stem is written beside each).
+"""Rule figures: the aggregate tables -> PNG figures (a PDF and a `.panels.json` with the same stem beside each).
 
-input:  the CSVs of rule aggregate by their names — jobs, auroc, positions, histograms,
-        speculative, accepted_lengths, router_offline, router_online — plus fits
-        (scaling_law.csv) and residuals (scaling_residuals.csv) from rule scaling_law.
-output: any of these names, each a .png path (only the named ones are drawn):
-        accuracy, collaboration, scaling_law, scaling_small_size, uncertainty_distributions,
-        auroc, positions, router_offline, router_online, speculative.
-        A figure whose runs are not configured is drawn as a labelled "no data" placeholder.
+input:  tables by their registry names (`fsgen.analysis.outputs.figure_inputs()`: jobs, auroc,
+        positions, histograms, speculative, accepted_lengths, router_offline, router_online from
+        rule aggregate; fits and residuals from rule scaling_law). Unnamed inputs (code) are ignored.
+output: any of the figures of the registry, `fsgen.analysis.outputs.FIGURES`, each a .png path
+        (only the named ones are drawn). An empty panel says "no data: <why>"; a figure with
+        nothing to draw is a labelled placeholder; `<stem>.panels.json` lists the panels and
+        whether each drew data.
 params: none.
 log:    log[0].
 """
 
 import logging
 
-import pandas as pd
-
-from fsgen.analysis.figures import FIGURES, render
+from fsgen.analysis import outputs
+from fsgen.analysis.figures import read_panels, render
 from fsgen.analysis.tables import read_tables
 from fsgen.pipeline.rulescript import log_to
 
@@ -23,12 +22,11 @@ snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
 log_to(snakemake.log[0])
 log = logging.getLogger("figures")
 
-inputs = dict(snakemake.input.items())
-tables = read_tables({k: v for k, v in inputs.items() if k not in ("fits", "residuals")})
-fits = pd.read_csv(inputs["fits"]) if "fits" in inputs else None
-residuals = pd.read_csv(inputs["residuals"]) if "residuals" in inputs else None
-for name, path in snakemake.output.items():
-    if name not in FIGURES:
-        raise KeyError(f"figures: unknown output name {name!r}; known: {sorted(FIGURES)}")
-    render(name, tables, path, fits, residuals)
-    log.info("%s -> %s (+ .pdf)", name, path)
+figures = dict(snakemake.output.items())
+outputs.check_names(figures, outputs.FIGURES, "figures")
+tables = read_tables({k: v for k, v in snakemake.input.items() if k in outputs.TABLES})
+for name, path in figures.items():
+    render(name, tables, path, tables.get("fits"), tables.get("residuals"))
+    panels = read_panels(path)
+    log.info("%s -> %s (+ .pdf, .panels.json): %s, %d of %d panels with data", name, path, panels["status"],
+             sum(p["has_data"] for p in panels["panels"]), len(panels["panels"]))

@@ -41,5 +41,27 @@ def test_measured_equals_predicted_on_engine_traces(family, small_role, large_ro
     for key in ("rounds", "acceptance_rate", "mean_accepted_length", "accepted_hist"):
         assert measured[key] == pytest.approx(predicted[key]), key
     assert rec_s["stats"]["freq_pooled"] == pytest.approx(rec_o["stats"]["freq_pooled"])
+    corrections, s2_tokens = authors_counts(oracle.trace, k)
+    assert rec_s["stats"]["n_corrections"] == corrections and rec_s["stats"]["n_s2_tokens"] == s2_tokens
     if small_role == large_role:  # identical models: every draft accepted
         assert measured["acceptance_rate"] == pytest.approx(1.0, abs=0.05)
+
+
+def authors_counts(oracle_trace, k: int) -> tuple[int, int]:
+    """(corrections, System 2 tokens) greedy speculative decoding makes, counted as the FS-GEN
+    authors' loop does, token by token over the oracle trace: a draft agrees while System 1's
+    argmax equals the final token; the first disagreement within K drafts is a correction
+    (their `mismatch_tokens_num`), K agreements end with a bonus token, counted but not a mismatch."""
+    corrections = s2_tokens = 0
+    for _, request in oracle_trace.sort_values(["request_id", "position"]).groupby("request_id"):
+        agree = (request["token_id"] == request["s1_token_id"]).tolist()
+        pos = 0
+        while pos < len(agree):
+            accepted = 0
+            while accepted < k and pos + accepted < len(agree) and agree[pos + accepted]:
+                accepted += 1
+            if pos + accepted < len(agree):  # System 2's own token was kept
+                s2_tokens += 1
+                corrections += accepted < k
+            pos += accepted + 1
+    return corrections, s2_tokens

@@ -126,8 +126,8 @@ def test_reference_with_missing_columns_names_them(tmp_path):
 def test_wide_table_shape():
     jobs = our_jobs()
     wide = wide_table(jobs)
-    assert list(wide.columns) == ["method", "large", "small", "gsm8k", "mbpp"]
-    assert len(wide) == 6
+    assert list(wide.columns) == ["method", "large", "small", "gsm8k", "mbpp", "status"]
+    assert len(wide) == 6 and (wide["status"] == "ok").all()
 
 
 def test_online_tradeoff_adds_never_end():

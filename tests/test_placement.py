@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from fsgen import placement as pl
+from fsgen.decoding import placement as pl
 from fsgen.testing import build_model, build_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,9 +14,10 @@ import pandas as pd
 
 from fsgen import atomic
 from fsgen.analysis.routing import offline_router_curves
-from fsgen.analysis.speculative import measured_acceptance, predicted_acceptance
-from fsgen.analysis.stats import collaboration_stats, primary_metric, read_metrics
+from fsgen.analysis.speculative import predicted_acceptance, speculative_record
+from fsgen.analysis.stats import collaboration_stats, metric_status, primary_metric, read_metrics
 from fsgen.analysis.uncertainty import (
+    consulted_aurocs,
     intervention_position_shares,
     signal_aurocs,
     signal_histograms,
@@ -61,17 +62,22 @@ def analyze_job(
         "method": primary_metric(metrics, metric_name),
         "small": primary_metric(small_metrics, metric_name),
         "large": primary_metric(large_metrics, metric_name),
+        "status": metric_status(metrics, metric_name),
     }
-    if len(trace) == 0:
-        return record
+    # requests lm-eval scored (metrics.json "n"): more than the trace's requests = empty generations
+    record["stats"]["n_requests"] = (metrics or {}).get("n")
     kind, router = job["kind"], job["router"]
     if kind == "speculative":
         k = job.get("k") or metadata.get("k") or params.get("k")
         if k is None:
             raise KeyError(f"speculative job {job['method']}/{job['benchmark']}: no 'k' in trace metadata")
         job["k"] = int(k)
-        record["speculative"] = measured_acceptance(trace, int(k))
+        record["speculative"], frequencies = speculative_record(trace, int(k), n_boot, seed)
+        record["stats"].update(frequencies)
+    if len(trace) == 0:
+        return record
     record["auroc"] = signal_aurocs(trace)
+    record["auroc_consulted"] = consulted_aurocs(trace)
     record["histograms"] = signal_histograms(trace)
     record["positions"] = intervention_position_shares(trace)
     if kind == "oracle" and router == "always":

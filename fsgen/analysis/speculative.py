@@ -7,6 +7,17 @@ when all K were accepted). Conventions:
 - accepted length of a round = 1 + accepted (tokens emitted per System 2 forward pass; the "+1"
   is System 2's own token, as in Leviathan et al. 2023);
 - System 2 forward passes per generated token = rounds / tokens.
+
+Two speculative collaboration frequencies (both over all generated tokens, with request-bootstrap
+intervals as `fsgen.analysis.stats.bootstrap_frequency`):
+- `freq_s2_tokens`: every token System 2 emitted itself (not an accepted draft): the corrections
+  and the bonus tokens;
+- `freq_corrections`: corrections only, i.e. System 2's token at a rejected draft. This is what
+  the FS-GEN authors count (their released `__speculative_decode` adds to `mismatch_tokens_num`
+  at a rejected draft only; the bonus token after a fully accepted round is counted in the total
+  but never as a mismatch).
+The pooled `freq_pooled` of every job stays `intervened / tokens`; for speculative traces it
+counts the corrections and those bonus tokens that differ from System 1's own argmax.
 """
 
 from __future__ import annotations
@@ -16,7 +27,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from fsgen.analysis.stats import bool_column
+from fsgen.analysis.stats import bool_column, bootstrap_frequency
 
 PREDICT_KS = tuple(range(1, 9))  # draft lengths predicted from oracle traces
 
@@ -100,3 +111,49 @@ def predicted_acceptance(oracle_trace: pd.DataFrame, ks=PREDICT_KS) -> list[dict
         row["accepted_hist"] = np.bincount(accepted, minlength=k + 1).tolist()
         out.append(row)
     return out
+
+
+def system2_token_roles(trace: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """([N] System 2's own token, [N] correction) for each row of a speculative trace.
+
+    A round's rows are its accepted drafts (`drafted`) and then at most one token of System 2's
+    own; that token is the bonus when the round accepted all `k` drafts, a correction otherwise.
+    (A round drafts fewer than k only when every row of the batch is within k tokens of its
+    budget, and then a bonus would pass the budget and is cut, so a kept bonus follows k drafts.)
+    Rows without a round (not a speculative trace) are neither.
+    """
+    in_round = trace["round"].notna().to_numpy() if "round" in trace.columns else np.zeros(len(trace), bool)
+    own = in_round & ~bool_column(trace, "drafted")  # [N]
+    if not own.any():
+        return own, own.copy()
+    rows = trace[in_round]
+    drafted_in_round = pd.Series(bool_column(rows, "drafted").astype(np.int64), index=rows.index).groupby(
+        [rows["request_id"], rows["round"]]).transform("sum")  # [rows] accepted drafts of the row's round
+    full_round = np.zeros(len(trace), bool)
+    full_round[np.flatnonzero(in_round)] = drafted_in_round.to_numpy() >= k
+    return own, own & ~full_round
+
+
+def speculative_frequencies(trace: pd.DataFrame, k: int, n_boot: int = 1000, seed: int = 0) -> dict:
+    """freq_s2_tokens and freq_corrections (pooled, with 95% request-bootstrap intervals) and counts."""
+    own, correction = system2_token_roles(trace, k)
+    per_request = pd.DataFrame({"request_id": trace["request_id"].to_numpy(), "tokens": 1,
+                                "own": own.astype(np.int64), "corrections": correction.astype(np.int64)})
+    counts = per_request.groupby("request_id")[["tokens", "own", "corrections"]].sum()
+    out = {"n_s2_tokens": int(own.sum()), "n_corrections": int(correction.sum())}
+    for name, column in (("freq_s2_tokens", "own"), ("freq_corrections", "corrections")):
+        pooled, _ = bootstrap_frequency(counts[column].to_numpy(), counts["tokens"].to_numpy(), n_boot, seed)
+        out.update({name: pooled.value, f"{name}_low": pooled.low, f"{name}_high": pooled.high})
+    return out
+
+
+def speculative_record(trace: pd.DataFrame, k: int, n_boot: int = 1000, seed: int = 0) -> tuple[dict, dict]:
+    """(acceptance figures for record["speculative"], frequencies for record["stats"]) of one job.
+
+    An empty trace (no generated tokens) has no rounds: NaN figures, zero counts.
+    """
+    if len(trace) == 0:
+        acceptance = summarize_rounds(np.array([], np.int64), k, 0) | {"accepted_hist": [0] * (k + 1)}
+    else:
+        acceptance = measured_acceptance(trace, k)
+    return acceptance, speculative_frequencies(trace, k, n_boot, seed)

@@ -149,6 +149,17 @@ def primary_metric(metrics: dict | None, name: str | None = None) -> float:
     return math.nan
 
 
+def metric_status(metrics: dict | None, name: str | None = None) -> str:
+    """Why `primary_metric` gives NaN for this metrics.json dict ("ok" when it gives a number)."""
+    if not metrics:
+        return "no metrics.json"
+    if math.isfinite(primary_metric(metrics, name)):
+        return "ok"
+    if name:
+        return f"metric {name!r} not in metrics.json"
+    return "no accuracy metric in metrics.json (generation-only task)"
+
+
 SINGLE_KINDS = ("single", "small", "large")  # one-model runs: baselines, not collaborations
 
 

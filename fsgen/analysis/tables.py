@@ -1,14 +1,32 @@
-"""Aggregate tables built from the per-job `stats.json` records (see `fsgen.analysis.analyze_job`)."""
+"""Aggregate tables built from the per-job `stats.json` records (see `fsgen.analysis.analyze_job`).
+
+Every table has a `status` column saying what could not be computed (fsgen.analysis.status); the
+table names and their report categories are in the registry `fsgen.analysis.outputs`.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 
+import numpy as np
 import pandas as pd
 
-from fsgen.analysis.routing import online_tradeoff, recall_at
+from fsgen.analysis import outputs
+from fsgen.analysis.detail_tables import (
+    SPEC_FREQUENCIES,
+    auroc_table,
+    histograms_table,
+    positions_table,
+    router_offline_missing,
+    router_offline_summary,
+    router_offline_table,
+    router_online_table,
+    speculative_tables,
+)
 from fsgen.analysis.stats import pair_mask
+from fsgen.analysis.status import OK, accuracy_status, explain_empty, job_status, wide_status
+from fsgen.analysis.uncertainty import SIGNALS
 
 PAIR = ["large", "small"]
 ID = ["benchmark", "method", "kind", "router", "large", "small"]
@@ -30,7 +48,11 @@ def _num(value) -> float:
 
 
 def jobs_table(records: list[dict]) -> pd.DataFrame:
-    """One row per job: identity, collaboration statistics, accuracy, speculative, AUROC."""
+    """One row per job: identity, collaboration statistics, accuracy, speculative, AUROC, status.
+
+    `auroc_<signal>` are over all generated positions, `auroc_consulted_<signal>` over the
+    positions where System 2 was consulted (the one to read for routed runs; equal otherwise).
+    """
     rows = []
     for rec in records:
         row = dict(rec["job"])
@@ -42,26 +64,43 @@ def jobs_table(records: list[dict]) -> pd.DataFrame:
         row.update(spec_acceptance_rate=_num(spec.get("acceptance_rate")),
                    spec_mean_accepted_length=_num(spec.get("mean_accepted_length")),
                    spec_s2_passes_per_token=_num(spec.get("s2_passes_per_token")))
-        au = rec.get("auroc") or {}
-        row.update({f"auroc_{s}": _num(au.get(s)) for s in ("top1_prob", "margin", "entropy")})
+        au, consulted = rec.get("auroc") or {}, rec.get("auroc_consulted") or {}
+        row.update({f"auroc_{s}": _num(au.get(s)) for s in SIGNALS})
+        row.update({f"auroc_consulted_{s}": _num(consulted.get(s)) for s in SIGNALS})
+        row.update(accuracy_status=accuracy_status(rec), status=job_status(rec))
         rows.append(row)
     if not rows:  # keep the columns later steps select on
-        return pd.DataFrame(columns=[*ID, "large_params", "small_params", "freq_pooled", "freq_pooled_low",
-                                     "freq_pooled_high", "s2_call_rate", "accuracy", "small_accuracy"])
+        return explain_empty(pd.DataFrame(columns=[
+            *ID, "large_params", "small_params", "freq_pooled", "freq_pooled_low", "freq_pooled_high",
+            "s2_call_rate", "accuracy", "small_accuracy", "large_accuracy", "accuracy_status"]), "no jobs")
     df = pd.DataFrame(rows)
-    if len(df):
-        df["ratio"] = df["large_params"].astype(float) / df["small_params"].astype(float)
-        df = df.sort_values(["benchmark", "method", "small_params", "large_params"], ignore_index=True)
-    return df
+    df = df.reindex(columns=[*df.columns, *[c for c in SPEC_FREQUENCIES if c not in df.columns]])
+    df["ratio"] = df["large_params"].astype(float) / df["small_params"].astype(float)
+    return df.sort_values(["benchmark", "method", "small_params", "large_params"], ignore_index=True)
+
+
+# the jobs-table column that says why a wide table's value is missing
+WIDE_REASON = {"accuracy": "accuracy_status"}
 
 
 def wide_table(jobs: pd.DataFrame, value: str = "freq_pooled") -> pd.DataFrame:
-    """Paper-shaped: one block per method, rows = pairs (large, small), columns = benchmarks."""
+    """Paper-shaped: one block per method, rows = pairs (large, small), columns = benchmarks.
+
+    Every benchmark with a pair job is a column (also when all its values are NaN, e.g. accuracy
+    on MT-Bench); `status` names the empty cells: "<benchmark>: not run" or the job's reason.
+    """
     jobs = jobs[pair_mask(jobs)] if len(jobs) else jobs
     if jobs.empty:
-        return pd.DataFrame(columns=["method", *PAIR])
-    wide = jobs.pivot_table(index=["method", "large", "small", "large_params", "small_params"],
-                            columns="benchmark", values=value, aggfunc="first").reset_index()
+        return explain_empty(pd.DataFrame(columns=["method", *PAIR]), "no pair jobs")
+    benchmarks = sorted(jobs["benchmark"].unique())
+    keys = ["method", "large", "small", "large_params", "small_params"]
+    reason = WIDE_REASON.get(value, "status")
+    jobs = jobs.assign(_reason=jobs[reason] if reason in jobs.columns else "no value")
+    grouped = jobs.groupby([*keys, "benchmark"], sort=True)
+    cells = grouped[value].first().unstack("benchmark").reindex(columns=benchmarks)  # [rows, benchmarks]
+    present = grouped.size().unstack("benchmark").reindex(index=cells.index, columns=benchmarks).notna()
+    reasons = grouped["_reason"].first().unstack("benchmark").reindex(index=cells.index, columns=benchmarks)
+    wide = cells.assign(status=wide_status(cells, present, reasons)).reset_index()
     wide.columns.name = None
     wide = wide.sort_values(["method", "small_params", "large_params"], ignore_index=True)
     return wide.drop(columns=["large_params", "small_params"])
@@ -83,126 +122,34 @@ def reference_comparison(jobs: pd.DataFrame, reference: pd.DataFrame, benchmark_
     ref = reference.assign(_l=reference["large_model"].map(_model_key), _s=reference["small_model"].map(_model_key))
     ref = ref.rename(columns={"collaboration_frequency": "freq_paper"})
     ours = jobs[(jobs["router"].fillna("always") == "always") & jobs["kind"].isin(reference["method"].unique())]
+    # speculative: the authors count corrections only (fsgen.analysis.speculative)
+    freq = "freq_corrections" if "freq_corrections" in ours.columns else "freq_pooled"
+    spec = ours["kind"].eq("speculative")
     ours = pd.DataFrame({
         "method": ours["kind"], "benchmark": ours["benchmark"].map(lambda b: benchmark_map.get(b, b)),
         "our_method": ours["method"], "our_large": ours["large"], "our_small": ours["small"],
         "_l": ours["large"].map(_model_key), "_s": ours["small"].map(_model_key),
-        "freq_ours": ours["freq_pooled"], "freq_ours_low": ours["freq_pooled_low"],
-        "freq_ours_high": ours["freq_pooled_high"],
+        **{f"freq_ours{end}": ours[f"freq_pooled{end}"].where(~spec, ours.get(f"{freq}{end}"))
+           for end in ("", "_low", "_high")},
     })
     merged = ours.merge(ref, on=["method", "benchmark", "_l", "_s"], how="outer")
     merged["difference"] = merged["freq_ours"] - merged["freq_paper"]
     merged["matched"] = merged["freq_ours"].notna() & merged["freq_paper"].notna()
+    merged["status"] = np.select(
+        [merged["matched"], merged["our_method"].isna(), merged["freq_paper"].isna()],
+        [OK, "no run of ours for this reference row", "not in the reference"], "our frequency missing")
     merged["large_model"] = merged["large_model"].fillna(merged["our_large"])
     merged["small_model"] = merged["small_model"].fillna(merged["our_small"])
     cols = ["method", "benchmark", "large_model", "small_model", "large_params_b", "small_params_b",
-            "our_method", "freq_ours", "freq_ours_low", "freq_ours_high", "freq_paper", "difference", "matched"]
-    return merged[cols].sort_values(["method", "benchmark", "small_params_b", "large_params_b"], ignore_index=True)
-
-
-def _ids(rec: dict) -> dict:
-    return {k: rec["job"].get(k) for k in ID}
-
-
-def auroc_table(records) -> pd.DataFrame:
-    rows = []
-    for rec in records:
-        au = rec.get("auroc")
-        if au:
-            for signal in ("top1_prob", "margin", "entropy"):
-                rows.append({**_ids(rec), "signal": signal, "auroc": _num(au.get(signal)),
-                             "n_intervened": au.get("n_intervened"), "n_kept": au.get("n_kept")})
-    return pd.DataFrame(rows, columns=[*ID, "signal", "auroc", "n_intervened", "n_kept"])
-
-
-def positions_table(records) -> pd.DataFrame:
-    rows = []
-    for rec in records:
-        pos = rec.get("positions")
-        if pos:
-            n = len(pos["share"])
-            for i in range(n):
-                rows.append({**_ids(rec), "bin": i, "bin_label": f"{100 * i // n}-{100 * (i + 1) // n}%",
-                             "share": _num(pos["share"][i]), "rate": _num(pos["rate"][i]), "tokens": pos["tokens"][i]})
-    return pd.DataFrame(rows, columns=[*ID, "bin", "bin_label", "share", "rate", "tokens"])
-
-
-def histograms_table(records) -> pd.DataFrame:
-    rows = []
-    for rec in records:
-        for signal, h in (rec.get("histograms") or {}).items():
-            edges = h["edges"]
-            for group in ("intervened", "kept"):
-                for i, count in enumerate(h[group]):
-                    rows.append({**_ids(rec), "signal": signal, "group": group, "bin_left": edges[i],
-                                 "bin_right": edges[i + 1], "count": count})
-    return pd.DataFrame(rows, columns=[*ID, "signal", "group", "bin_left", "bin_right", "count"])
-
-
-def speculative_tables(records) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(acceptance: measured and predicted-from-oracle per K; accepted-length histograms).
-
-    Predicted rows come from the oracle (router always) job of the same benchmark and pair.
-    """
-    rows, hist = [], []
-    for rec in records:
-        ids = {k: rec["job"].get(k) for k in ("benchmark", "large", "small")}
-        spec = rec.get("speculative")
-        if spec:
-            rows.append({**ids, "source": "measured", "method": rec["job"]["method"], **_spec_row(spec)})
-            hist += _hist_rows(ids, "measured", rec["job"]["method"], spec)
-        for pred in rec.get("predicted_speculative") or []:
-            rows.append({**ids, "source": "predicted", "method": rec["job"]["method"], **_spec_row(pred)})
-            hist += _hist_rows(ids, "predicted", rec["job"]["method"], pred)
-    cols = ["benchmark", "large", "small", "source", "method", "k", "rounds", "acceptance_rate",
-            "mean_accepted_length", "s2_passes_per_token"]
-    return pd.DataFrame(rows, columns=cols), pd.DataFrame(
-        hist, columns=["benchmark", "large", "small", "source", "method", "k", "accepted", "rounds"])
-
-
-def _spec_row(spec: dict) -> dict:
-    return {k: _num(spec.get(k)) if k != "k" else int(spec["k"]) for k in
-            ("k", "rounds", "acceptance_rate", "mean_accepted_length", "s2_passes_per_token")}
-
-
-def _hist_rows(ids, source, method, spec) -> list[dict]:
-    return [{**ids, "source": source, "method": method, "k": int(spec["k"]), "accepted": a, "rounds": c}
-            for a, c in enumerate(spec.get("accepted_hist") or [])]
-
-
-def router_offline_table(records) -> pd.DataFrame:
-    frames = []
-    for rec in records:
-        curves = rec.get("router_offline")
-        if curves:
-            frame = pd.DataFrame(curves)
-            for k in ("benchmark", "method", "large", "small"):
-                frame.insert(0, k, rec["job"].get(k))
-            frames.append(frame)
-    cols = ["benchmark", "method", "large", "small", "router", "grid", "share_sent", "recall", "threshold"]
-    if not frames:
-        return pd.DataFrame(columns=cols)
-    return pd.concat(frames, ignore_index=True)[cols]
-
-
-def router_offline_summary(curves: pd.DataFrame, shares=(0.1, 0.2)) -> pd.DataFrame:
-    """Recall of each router at a few shares of tokens sent, per benchmark and pair."""
-    rows = []
-    for (benchmark, large, small), group in curves.groupby(["benchmark", "large", "small"], sort=True):
-        for share in shares:
-            for router, recall in recall_at(group, share).items():
-                rows.append({"benchmark": benchmark, "large": large, "small": small, "router": router,
-                             "share_sent_max": share, "recall": recall})
-    return pd.DataFrame(rows, columns=["benchmark", "large", "small", "router", "share_sent_max", "recall"])
-
-
-def router_online_table(jobs: pd.DataFrame) -> pd.DataFrame:
-    return online_tradeoff(jobs)
+            "our_method", "freq_ours", "freq_ours_low", "freq_ours_high", "freq_paper", "difference", "matched",
+            "status"]
+    merged = merged[cols].sort_values(["method", "benchmark", "small_params_b", "large_params_b"], ignore_index=True)
+    return explain_empty(merged, "neither our runs nor the reference have a method both name")
 
 
 def build_tables(records: list[dict], reference: pd.DataFrame | None = None,
                  benchmark_map: dict | None = None) -> dict[str, pd.DataFrame]:
-    """Every aggregate table by name (the names are the CSV stems under results/tables/)."""
+    """Every aggregate table of rule `aggregate` by name (`outputs.tables("aggregate")`)."""
     jobs = jobs_table(records)
     spec, accepted = speculative_tables(records)
     offline = router_offline_table(records)
@@ -216,11 +163,14 @@ def build_tables(records: list[dict], reference: pd.DataFrame | None = None,
         "speculative": spec,
         "accepted_lengths": accepted,
         "router_offline": offline,
-        "router_offline_summary": router_offline_summary(offline),
-        "router_online": router_online_table(jobs) if len(jobs) else pd.DataFrame(),
+        "router_offline_summary": router_offline_summary(offline, missing=router_offline_missing(records)),
+        "router_online": router_online_table(jobs),
     }
     if reference is not None:
         tables["paper_comparison"] = reference_comparison(jobs, reference, benchmark_map)
+    expected = outputs.tables("aggregate", reference=reference is not None)
+    if set(tables) != set(expected):  # one home for the names: fsgen.analysis.outputs
+        raise RuntimeError(f"build_tables and the outputs registry disagree on {sorted(set(tables) ^ set(expected))}")
     return tables
 
 

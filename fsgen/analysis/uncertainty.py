@@ -60,6 +60,36 @@ def signal_aurocs(trace: pd.DataFrame) -> dict:
     return out
 
 
+def consulted_aurocs(trace: pd.DataFrame) -> dict:
+    """`signal_aurocs` over the positions where System 2 was consulted (`s2_called`).
+
+    A router that skips System 2 makes the skipped positions non-interventions by construction
+    (and skips exactly the confident ones), which inflates an AUROC over all positions; on the
+    consulted positions the AUROC measures what the signal adds. For router `always` and
+    speculative runs every position is consulted and the two agree. Adds `n_consulted`.
+    """
+    consulted = bool_column(trace, "s2_called")  # [N]
+    out = signal_aurocs(trace[consulted])
+    out["n_consulted"] = int(consulted.sum())
+    return out
+
+
+def auroc_status(aurocs: dict | None, n_tokens: int | None = None) -> str:
+    """Why an AUROC record is NaN ("ok" when it is defined)."""
+    if not aurocs:
+        return "no generated tokens" if not n_tokens else "not computed"
+    if aurocs.get("n_consulted") == 0:
+        return "System 2 never consulted"
+    n_pos, n_neg = aurocs.get("n_intervened") or 0, aurocs.get("n_kept") or 0
+    if n_pos + n_neg == 0:
+        return "no generated tokens"
+    if n_pos == 0:
+        return "no intervention (System 2 never changed a token)"
+    if n_neg == 0:
+        return "every position intervened"
+    return "ok"
+
+
 def signal_histograms(trace: pd.DataFrame) -> dict:
     """Histogram counts of top-1 probability and entropy, split by intervened / kept.
 
