@@ -121,6 +121,50 @@ def write_generation_task(folder: str | Path, name: str, data: str | Path) -> Pa
     return path
 
 
+# ---------------------------------------------------------------- tokenizer variants
+
+CHAT_TOKENS = ("<|im_start|>", "<|im_end|>")
+# ChatML, as Qwen1.5-Chat renders a conversation (system prompt only when one is given)
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tokenizer_variant(source: str | Path, out_dir: str | Path, *, eos_token: str | None = None,
+                      chat_template: str | None = None, swap: tuple[str, str] | None = None) -> PreTrainedTokenizerFast:
+    """A copy of the tokenizer saved in `source`, written to `out_dir`, with another EOS token,
+    a chat template, or the ids of two vocabulary tokens swapped (same size, other ids)."""
+    import json
+
+    out_dir = Path(out_dir)
+    tok = PreTrainedTokenizerFast.from_pretrained(str(source))
+    if swap is not None:
+        spec = json.loads(tok.backend_tokenizer.to_str())
+        vocab = spec["model"]["vocab"]
+        vocab[swap[0]], vocab[swap[1]] = vocab[swap[1]], vocab[swap[0]]
+        special = dict(tok.special_tokens_map)
+        tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)), **special)
+    if eos_token is not None:
+        tok.eos_token = eos_token
+    if chat_template is not None:
+        tok.chat_template = chat_template
+    tok.save_pretrained(str(out_dir))
+    return tok
+
+
+def build_chat_tokenizers(root: str | Path) -> tuple[PreTrainedTokenizerFast, PreTrainedTokenizerFast]:
+    """A base tokenizer and its chat variant, as Qwen1.5 and Qwen1.5-Chat: one vocabulary (ChatML's
+    `<|im_start|>` / `<|im_end|>` added to both); the chat one ends with `<|im_end|>` instead of
+    `</s>` and has a ChatML chat template. Saved in root/base and root/chat."""
+    root = Path(root)
+    base = build_tokenizer(root / "base")
+    base.add_special_tokens({"additional_special_tokens": list(CHAT_TOKENS)})
+    base.save_pretrained(str(root / "base"))
+    chat = tokenizer_variant(root / "base", root / "chat", eos_token=CHAT_TOKENS[1], chat_template=CHATML_TEMPLATE)
+    return PreTrainedTokenizerFast.from_pretrained(str(root / "base")), chat
+
+
 # ------------------------------------------------------------ a stand-in for the Qwen1.5 family
 # Qwen1.5's tokenizer has 151643 regular tokens and three special ones; its embedding matrices have
 # 151936 rows up to 7B and 152064 from 14B on. The stand-ins keep that pattern, scaled down: rows
@@ -130,16 +174,15 @@ ROW_MULTIPLE = 64
 # size -> (hidden, layers, wider vocabulary rows); all tiny: the point is the shapes, not the sizes
 QWEN15_STANDIN_SIZES = {"0.5B": (16, 1, False), "1.8B": (16, 2, False), "4B": (24, 1, False), "7B": (24, 2, False),
                         "14B": (32, 1, True), "32B": (32, 2, True), "72B": (48, 2, True)}
-_CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-           "{{ '<|im_start|>system\\n" "{system}" "<|im_end|>\\n' }}{% endif %}"
-           "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-           "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+# Qwen1.5-Chat's own template: ChatML with a default system prompt when none is given
+_CHATML_DEFAULT_SYSTEM = ("{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful "
+                          "assistant.<|im_end|>\n{% endif %}" + CHATML_TEMPLATE)
 
 
 def build_qwen_tokenizers(corpus: list[str], vocab_size: int = 1000) -> dict[str, PreTrainedTokenizerFast]:
     """"base" and "chat" byte-level BPE tokenizers that map every string to the same ids and differ,
     like Qwen1.5's, only in special tokens (EOS <|endoftext|> vs <|im_end|>) and chat template
-    (ChatML with another default system prompt)."""
+    (the chat one adds a default system prompt)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -147,9 +190,9 @@ def build_qwen_tokenizers(corpus: list[str], vocab_size: int = 1000) -> dict[str
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(corpus, trainer=trainer)
     eos = {"base": "<|endoftext|>", "chat": "<|im_end|>"}
-    system = {"base": "You are a helpful assistant", "chat": "You are a helpful assistant."}
+    template = {"base": CHATML_TEMPLATE, "chat": _CHATML_DEFAULT_SYSTEM}
     return {kind: PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos[kind], pad_token="<|endoftext|>",
-                                          chat_template=_CHATML.replace("{system}", system[kind]))
+                                          chat_template=template[kind])
             for kind in ("base", "chat")}
 
 

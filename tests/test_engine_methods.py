@@ -151,6 +151,44 @@ def test_oracle_fast_path_equals_step_loop(systems):
     assert fast.trace["s2_called"].all()
 
 
+def stop_workload(systems, budget=20):
+    """Stop strings that end every prompt's oracle output early: per prompt the text of its 3rd
+    and 4th generated tokens (found from a run without stop strings)."""
+    free = run(systems, method="oracle", max_new_tokens=budget)
+    stops = []
+    for g in free.generations:
+        assert len(g["token_ids"]) == budget  # the tiny models never emit EOS here: the budget is reached
+        text = systems.tokenizer.decode(g["token_ids"][2:4]).strip()
+        assert text, "need a visible stop string"
+        stops.append(text)
+    return stops, free
+
+
+def test_oracle_fast_path_stops_at_stop_strings_inside_generate(systems):
+    """Fewer forwards of the large model with stop strings, and the trace of the step loop."""
+    budget = 20
+    stops, free = stop_workload(systems, budget)
+    calls = []
+    hook = systems.large.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        run(systems, method="oracle", max_new_tokens=budget)
+        without = len(calls)
+        calls.clear()
+        fast = run(systems, method="oracle", max_new_tokens=budget, stop=tuple(stops), top_k=3)
+        with_stops = len(calls)
+    finally:
+        hook.remove()
+    assert without == budget  # one forward per new token (the prefill gives the first)
+    longest = max(len(g["token_ids"]) for g in fast.generations)
+    assert longest <= 4 and with_stops == longest < without
+    loop = run(systems, method="oracle", router="threshold:1.01", max_new_tokens=budget, stop=tuple(stops), top_k=3)
+    assert token_lists(fast) == token_lists(loop)
+    assert_traces_equal(fast.trace, loop.trace)
+    for g, free_g, stop in zip(fast.generations, free.generations, stops):
+        assert g["token_ids"] == free_g["token_ids"][: len(g["token_ids"])]  # a prefix of the free run
+        assert stop not in g["text"]
+
+
 def test_router_never_equals_small(systems):
     small = run(systems, method="single:small")
     for method in ("oracle", "contrastive"):

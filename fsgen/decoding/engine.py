@@ -34,6 +34,7 @@ from fsgen.decoding.models import (
     load_model,
     load_tokenizer,
     shared_vocab_size,
+    tokenizer_eos_ids,
 )
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,13 @@ log = logging.getLogger(__name__)
 class Systems:
     """What decode() runs on: the shared tokenizer and the models of the roles a method needs."""
 
-    tokenizer: object  # the shared tokenizer (left padding, pad token set)
+    tokenizer: object  # the shared tokenizer (the first role's; left padding, pad token set)
     models: dict[str, torch.nn.Module] = field(default_factory=dict)  # role -> model (small, large, ...)
     names: dict[str, str] = field(default_factory=dict)  # role -> path/id, for metadata
     vocab_size: int = 0  # shared tokenizer vocabulary; logits past it are dropped
+    # role -> EOS ids of that role's own tokenizer: tokenizers that share the ids may still name
+    # other EOS tokens (Qwen1.5 base `<|endoftext|>`, -Chat `<|im_end|>`); decoding stops at all
+    tokenizer_eos: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def model(self, role: str) -> torch.nn.Module:
         if self.models.get(role) is None:
@@ -55,7 +59,24 @@ class Systems:
 
     def alone(self, role: str) -> Systems:
         """The model of `role` as the lone model of method `single` (a baseline from a loaded pair)."""
-        return Systems(self.tokenizer, {"model": self.model(role)}, {"model": self.names.get(role, role)}, self.vocab_size)
+        eos = {"model": self.tokenizer_eos[role]} if role in self.tokenizer_eos else {}
+        return Systems(self.tokenizer, {"model": self.model(role)}, {"model": self.names.get(role, role)},
+                       self.vocab_size, eos)
+
+    def stop_token_ids(self, roles) -> set[int]:
+        """Where decoding with the models of `roles` stops: the shared tokenizer's EOS, each
+        role's own tokenizer EOS and each model's generation_config EOS."""
+        from fsgen.decoding.stopping import eos_token_ids
+
+        ids = eos_token_ids(self.tokenizer, *(self.models.get(role) for role in roles))
+        for role in roles:
+            ids.update(self.tokenizer_eos.get(role, ()))
+        return ids
+
+    @property
+    def tokenizer_model(self) -> str:
+        """The model whose tokenizer is the shared one (the first role loaded), for messages."""
+        return next(iter(self.names.values()), "the shared tokenizer's model")
 
     # the usual roles by name (None when not loaded)
     small = property(lambda self: self.models.get("small"))  # System 1 of most methods
@@ -78,13 +99,19 @@ def load_systems(
     dtype: str = "float32",
     device: str = "cpu",
     trust_remote_code: bool = False,
+    placement=None,
     **models: str | None,
 ) -> Systems:
     """Load the models `method` needs, given by role (small=..., large=..., small_tuned=..., model=...).
 
+    `placement` (a `fsgen.decoding.placement.Placement` with every role): each model is loaded
+    with its device map (weights streamed to the GPUs); `device` is then not used.
+
     The tokenizers are loaded and compared before any weights (TokenizerMismatch naming both
-    models); a role the method needs that is missing (or None) raises ValueError naming it.
-    Models of roles the method does not use are not loaded.
+    models when they map strings to other ids; other special tokens or chat templates are only
+    logged); each role's tokenizer EOS is kept in `Systems.tokenizer_eos`. A role the method
+    needs that is missing (or None) raises ValueError naming it. Models of roles the method
+    does not use are not loaded.
     """
     spec = get_method(method)
     known = {role for m in METHODS.values() for role in m.roles}
@@ -94,12 +121,46 @@ def load_systems(
         if models.get(role) is None:
             raise ValueError(f"method {method!r} needs the {role} model (--{role.replace('_', '-')})")
     names = {role: str(models[role]) for role in spec.roles}
-    tokenizers = {names[role]: load_tokenizer(names[role], trust_remote_code) for role in names}
+    by_role = {role: load_tokenizer(names[role], trust_remote_code) for role in names}
+    tokenizers = {names[role]: tok for role, tok in by_role.items()}
     if len(tokenizers) > 1:
         check_shared_tokenizer(tokenizers)
-    tokenizer = next(iter(tokenizers.values()))
-    loaded = {role: load_model(names[role], dtype, device, trust_remote_code) for role in names}
-    return Systems(tokenizer=tokenizer, models=loaded, names=names, vocab_size=shared_vocab_size(tokenizer))
+    tokenizer = by_role[spec.roles[0]]
+    if placement is not None and set(placement.models) != set(names):
+        raise ValueError(f"the placement plans roles {sorted(placement.models)}, "
+                         f"method {method!r} loads {sorted(names)}")
+    maps = {role: placement.from_pretrained_kwargs(role)["device_map"] if placement else None for role in names}
+    loaded = {role: load_model(names[role], dtype, device, trust_remote_code, maps[role]) for role in names}
+    return Systems(tokenizer=tokenizer, models=loaded, names=names, vocab_size=shared_vocab_size(tokenizer),
+                   tokenizer_eos={role: tokenizer_eos_ids(tok) for role, tok in by_role.items()})
+
+
+def load_job_systems(method: str, *, dtype: str, batch_size: int, max_new_tokens: int, prompt_tokens: int,
+                     trust_remote_code: bool = False, gpus: dict[str, int | None] | None = None,
+                     **models: str) -> tuple[Systems, int]:
+    """Load a decode job's models where it runs: (systems, batch size).
+
+    With CUDA every model is placed by the planner (`fsgen.decoding.placement`) over exactly the
+    visible GPUs (`torch.cuda.device_count()`, planned at the smallest card's memory; `gpus`:
+    role -> GPUs of its own, the config's `gpus:`), the plan is logged (the job's log), and the
+    batch size is min(the plan's, `batch_size`). Without CUDA: on the CPU, `batch_size` as given.
+    Roles and the System 2 placed first come from the method registry (`system2_role`).
+    """
+    from fsgen.decoding.models import model_spec, visible_gpus
+    from fsgen.decoding.placement import plan_placement, system2_role
+
+    n_gpus, memory_gb = visible_gpus()
+    if n_gpus == 0:
+        systems = load_systems(method, dtype=dtype, device="cpu", trust_remote_code=trust_remote_code, **models)
+        return systems, batch_size
+    roles = get_method(method).roles
+    specs = {role: model_spec(str(models[role]), str(models[role]), dtype, trust_remote_code, (gpus or {}).get(role))
+             for role in roles if models.get(role) is not None}
+    plan = plan_placement(specs, n_gpus=n_gpus, gpu_memory_gb=memory_gb, batch_cap=batch_size,
+                          prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens, system2=system2_role(method))
+    log.info("%s", plan.text())
+    systems = load_systems(method, dtype=dtype, trust_remote_code=trust_remote_code, placement=plan, **models)
+    return systems, min(plan.batch_size, batch_size)
 
 
 @dataclass
@@ -120,9 +181,17 @@ def context_length(systems: Systems, method: str) -> int | None:
     return min(lengths) if lengths else None
 
 
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """Token ids of a prompt with the tokenizer's default special tokens, except a second BOS:
+    a prompt that starts with the BOS text (a chat template's `{{ bos_token }}`) keeps only it."""
+    bos = tokenizer.bos_token
+    starts_with_bos = bool(bos) and prompt.startswith(bos)
+    return list(tokenizer(prompt, add_special_tokens=not starts_with_bos).input_ids)
+
+
 def prepare_prompt(tokenizer, prompt: str, request_id: int, max_new_tokens: int, context: int | None) -> list[int]:
     """Token ids of one prompt: BOS for an empty prompt, left-truncated to fit the context."""
-    ids = list(tokenizer(prompt).input_ids)
+    ids = encode_prompt(tokenizer, prompt)
     if not ids:
         if tokenizer.bos_token_id is None:
             raise ValueError(f"request {request_id}: empty prompt and the tokenizer has no BOS token to start from")
@@ -168,6 +237,7 @@ def run_metadata(systems: Systems, config: DecodeConfig) -> dict:
         "seed": config.seed,
         "k": config.k,
         "vocab_size": systems.vocab_size,
+        "eos_token_ids": sorted(systems.stop_token_ids(get_method(config.method).roles)),
         "versions": {"fsgen": fsgen_version(), "torch": torch.__version__, "transformers": transformers.__version__},
     }
 
@@ -214,7 +284,7 @@ def decode(
     from tqdm.auto import tqdm
 
     from fsgen.decoding.routers import build_router
-    from fsgen.decoding.stopping import StopCriteria, eos_token_ids
+    from fsgen.decoding.stopping import StopCriteria
     from fsgen.trace import empty_trace
 
     method = require_roles(systems, config.method)
@@ -227,8 +297,7 @@ def decode(
     prompt_ids = [
         prepare_prompt(systems.tokenizer, p, rid, config.max_new_tokens, context) for p, rid in zip(prompts, request_ids)
     ]
-    models = [systems.models[role] for role in method.roles]
-    stop = StopCriteria(systems.tokenizer, eos_token_ids(systems.tokenizer, *models), config.stop, config.max_new_tokens)
+    stop = StopCriteria(systems.tokenizer, systems.stop_token_ids(method.roles), config.stop, config.max_new_tokens)
 
     order = sorted(range(len(prompts)), key=lambda i: -len(prompt_ids[i]))
     batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]

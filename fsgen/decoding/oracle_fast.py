@@ -1,7 +1,9 @@
 """Oracle decoding with the `always` router, fast: the output is the large model's greedy output.
 
 One batched `generate` of the large model, then one teacher-forced forward of the small model
-over prompt + generation records what System 1 would have chosen at every position. The trace
+over prompt + generation records what System 1 would have chosen at every position. Rows stop
+inside `generate` at EOS and at the request's stop strings, so tokens after a stop are neither
+computed (once every row of the batch is done) nor traced. The trace
 equals the step loop's (tested): tokens exactly, probabilities to float rounding.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 import inspect
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from fsgen.decoding.config import DecodeConfig
 from fsgen.decoding.distributions import summarize
@@ -36,6 +38,25 @@ class SharedVocabOnly(LogitsProcessor):
         self.entropy.append(summary.entropy)
         scores[:, self.vocab_size :] = float("-inf")
         return scores
+
+
+class RowStops(StoppingCriteria):
+    """fsgen's `StopCriteria` per row inside `generate`: a row is done at the token that
+    completes a stop string (or EOS, or the budget), exactly where the step loop stops it, so
+    the batch stops paying for forwards once every row is done. A done row stays done (generate
+    fills it with padding after that)."""
+
+    def __init__(self, stop: StopCriteria, prompt_width: int, batch: int):
+        self.stop = stop
+        self.prompt_width = prompt_width
+        self.done = [False] * batch
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        generated = input_ids[:, self.prompt_width :].tolist()  # [B, n] so far
+        for row, ids in enumerate(generated):
+            if not self.done[row]:
+                self.done[row] = self.stop.finished_length(ids, checked=len(ids) - 1) is not None
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
 
 
 def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,11 +93,13 @@ def full_logprobs(
 
 
 @torch.no_grad()
-def greedy_generate(model, prompt_ids: list[list[int]], max_new_tokens: int, eos_ids, pad_id: int, vocab_size: int):
+def greedy_generate(model, prompt_ids: list[list[int]], max_new_tokens: int, eos_ids, pad_id: int, vocab_size: int,
+                    stop: StopCriteria | None = None):
     """Greedy `generate` over a left-padded batch on the shared vocabulary.
 
     The model's own generation_config (which may ask for sampling or a repetition penalty) is
-    swapped for a clean greedy one during the call. Returns (new ids [B, N], (top1_prob [B, N],
+    swapped for a clean greedy one during the call. With `stop` strings, rows stop at them
+    inside `generate` (`RowStops`). Returns (new ids [B, N], (top1_prob [B, N],
     entropy [B, N])): System 2's distribution at each step over the shared vocabulary.
     """
     input_ids, attention_mask = left_pad(prompt_ids, pad_id)
@@ -88,6 +111,7 @@ def greedy_generate(model, prompt_ids: list[list[int]], max_new_tokens: int, eos
         pad_token_id=pad_id,
     )
     recorder = SharedVocabOnly(vocab_size)
+    stopping = StoppingCriteriaList([RowStops(stop, input_ids.shape[1], len(prompt_ids))] if stop and stop.stop else [])
     saved = model.generation_config
     model.generation_config = clean
     try:
@@ -96,6 +120,7 @@ def greedy_generate(model, prompt_ids: list[list[int]], max_new_tokens: int, eos
             attention_mask=attention_mask.to(device),
             generation_config=clean,
             logits_processor=LogitsProcessorList([recorder]),
+            stopping_criteria=stopping,
         )
     finally:
         model.generation_config = saved
@@ -111,7 +136,7 @@ def oracle_fast_batch(
     filler = systems.tokenizer.pad_token_id or 0
     vocab = systems.vocab_size
     new_ids, (s2_top1, s2_entropy) = greedy_generate(
-        systems.large, prompt_ids, config.max_new_tokens, stop.eos_token_ids, filler, vocab
+        systems.large, prompt_ids, config.max_new_tokens, stop.eos_token_ids, filler, vocab, stop
     )  # [B, N] each
     generations = []
     for row, ids in enumerate(new_ids.tolist()):

@@ -30,6 +30,9 @@ CUDA_CONTEXT_BYTES = int(1.5 * GIB)  # CUDA context + cuBLAS workspace per GPU
 LOGIT_ENTRY_BYTES = 10  # dtype logits (<= 4) ... counted as 2 + 4 (float copy) + 4 (log-softmax)
 DEFAULT_GPU_MEMORY_GB = 80.0  # config `gpu_memory_gb`: GiB per card (nvidia-smi total / 1024)
 MAX_GPUS_PER_JOB = 8  # one node
+# prompt tokens a decode job plans memory for when its rule does not say (params.placement): the
+# longest prompt of the paper's tasks, MBPP 3-shot, is ~1476 tokens (bench/grid_cost.py PROMPT_TOKENS)
+DEFAULT_PROMPT_TOKENS = 1536
 
 
 class PlacementError(ValueError):
@@ -265,12 +268,25 @@ def _try(models: Mapping[str, ModelSpec], order: list[str], n_gpus: int, gpu_mem
     return plan, None
 
 
+def system2_role(method: str) -> str:
+    """The role placed first, by the method registry: the method's System 2 (`large` for every
+    pair method), or the lone model's own role (`single`: `model`)."""
+    from fsgen.decoding.methods import get_method
+
+    spec = get_method(method)
+    return spec.system2[0] if spec.system2 else spec.system1
+
+
 def plan_placement(models: Mapping[str, ModelSpec], *, n_gpus: int, gpu_memory_gb: float = DEFAULT_GPU_MEMORY_GB,
                    batch_cap: int, prompt_tokens: int, max_new_tokens: int, system2: str = "large",
                    logit_positions: int | None = None) -> Placement:
-    """Place every model of a job (role -> spec; `system2` is placed first) on the job's `n_gpus`
-    visible GPUs at the largest batch size <= batch_cap that fits. Raises PlacementError naming
-    the model that does not fit even at batch size 1."""
+    """Place every model of a job (role -> spec; `system2` is placed first, see `system2_role`)
+    on the job's `n_gpus` visible GPUs at the largest batch size <= batch_cap that fits. Raises
+    PlacementError naming the model that does not fit even at batch size 1, or when a job of
+    several models does not have the `system2` role (the planner and the loader name roles alike)."""
+    if system2 not in models and len(models) > 1:
+        raise PlacementError(f"System 2 role {system2!r} is not among the job's models {sorted(models)}; "
+                             f"pass system2=system2_role(method)")
     if n_gpus < 1:
         raise PlacementError(f"placement needs at least one GPU (the job sees {n_gpus})")
     if batch_cap < 1:

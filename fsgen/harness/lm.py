@@ -8,7 +8,7 @@ model_args (lm-eval `key=value,...` or a dict):
                                  fsgen.decoding.DecodeConfig fields (unset: its defaults);
                                  max_new_tokens is used when a request has no max_gen_toks
     max_length                   longest sequence scored by loglikelihood (default: the models')
-    dtype, device                e.g. float32/bfloat16, cpu/cuda
+    dtype, device                e.g. float32/bfloat16, cpu/cuda (cuda without CUDA: the CPU, with a warning)
     trace, generations           optional paths: written (atomically) after generate_until
     resume_dir                   optional fsgen.resume cache folder: finished requests survive a
                                  killed job and are not decoded again
@@ -16,7 +16,9 @@ or, from Python: `systems` (a loaded fsgen.decoding.Systems) and `config` (a Dec
 
 Built on lm-eval's TemplateLM, which splits context and continuation and handles empty contexts;
 this class supplies tokenisation, `_loglikelihood_tokens`, `loglikelihood_rolling` and
-`generate_until`.
+`generate_until`, and lm-eval's chat-template hooks (`apply_chat_template`, `tokenizer_name`;
+`chat_template` is TemplateLM's): `simple_evaluate(apply_chat_template=True)` renders prompts
+with the shared tokenizer's chat template, as lm-eval's HF model does.
 
 Requests and the trace: `generate_until` gives each request its index in the list lm-eval
 passes (one call per run, all tasks) as the engine's `request_id`; `self.records` keep
@@ -105,6 +107,47 @@ def generation_options(gen_kwargs: dict, default_max_new_tokens: int, task: str)
     return until, max_new
 
 
+def available_device(device: str | None) -> str:
+    """The device to load on: `device` (default cpu), or the CPU with a warning when it asks for
+    CUDA that is not there (lm-eval's CLI passes cuda:0 by default), as lm-eval's HF model does."""
+    device = device or "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        log.warning("fsgen model: device %r asked for but CUDA is not available; using the CPU", device)
+        return "cpu"
+    return device
+
+
+class ChatTemplateMissing(ValueError):
+    """Chat prompts were asked for, but the model's tokenizer has no chat template."""
+
+
+def render_chat(tokenizer, chat_history: list[dict], add_generation_prompt: bool = True) -> str:
+    """A conversation rendered with the tokenizer's chat template, as lm-eval's HF model does
+    (`continue_final_message` when no generation prompt is added; a template that refuses a
+    system message gets the conversation without it, with a warning)."""
+    import jinja2
+
+    def render(history):
+        return tokenizer.apply_chat_template(history, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                             continue_final_message=not add_generation_prompt)
+
+    try:
+        return render(chat_history)
+    except jinja2.exceptions.TemplateError:
+        log.warning("the chat template refused the conversation; rendering it without the system message")
+        return render([m for m in chat_history if m["role"] != "system"])
+
+
+def chat_template_record(tokenizer, model: str) -> dict:
+    """What a run records of the chat template it applied: enough to render it again without
+    the model (scoring replays the prompts) and to see which one it was."""
+    import hashlib
+
+    template = tokenizer.chat_template
+    return {"applied": True, "model": model, "sha256": hashlib.sha256(template.encode()).hexdigest(),
+            "template": template, "special_tokens": dict(tokenizer.special_tokens_map)}
+
+
 # ---------------------------------------------------------------- the lm-eval model
 
 
@@ -138,7 +181,8 @@ class FsgenLM(TemplateLM):
             raise ValueError(f"fsgen model: decode settings {sorted(settings)} given beside a DecodeConfig")
         self.config = config
         self.systems = systems if systems is not None else engine.load_systems(
-            config.method, dtype=dtype, device=device or "cpu", trust_remote_code=bool(trust_remote_code), **models)
+            config.method, dtype=dtype, device=available_device(device), trust_remote_code=bool(trust_remote_code),
+            **models)
         self.tokenizer = self.systems.tokenizer
         models = list(self.systems.models.values())
         self._device = next(models[0].parameters()).device  # LM.device reads it
@@ -157,6 +201,25 @@ class FsgenLM(TemplateLM):
     @property
     def tokenizer_name(self) -> str:
         return str(getattr(self.tokenizer, "name_or_path", "fsgen")).replace("/", "__")
+
+    # ------------------------------------------------------------ chat prompts
+
+    def check_chat_template(self, benchmark: str | None = None) -> None:
+        """ChatTemplateMissing naming the model when its tokenizer has no chat template."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            what = f"benchmark {benchmark!r} asks for chat prompts (chat_template)" if benchmark else "chat prompts"
+            raise ChatTemplateMissing(f"{what}, but the tokenizer of model {self.systems.tokenizer_model!r} has "
+                                      f"no chat template; set chat_template: false or use a chat model")
+
+    def apply_chat_template(self, chat_history: list[dict], add_generation_prompt: bool = True) -> str:
+        """lm-eval's hook under `apply_chat_template=True`: the conversation as one prompt string."""
+        self.check_chat_template()
+        return render_chat(self.tokenizer, chat_history, add_generation_prompt)
+
+    def chat_template_record(self, benchmark: str | None = None) -> dict:
+        """What decode_results.json and the trace record of the applied chat template."""
+        self.check_chat_template(benchmark)
+        return chat_template_record(self.tokenizer, self.systems.tokenizer_model)
 
     # ------------------------------------------------------------ generation
 
@@ -254,9 +317,13 @@ class FsgenLM(TemplateLM):
         return bos if bos is not None else self.tokenizer.eos_token_id
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
-        """Token ids as decode() sees a prompt: the tokenizer's default special tokens."""
-        extra = {} if add_special_tokens is None else {"add_special_tokens": add_special_tokens}
-        return list(self.tokenizer(string, **extra).input_ids)
+        """Token ids as decode() sees a prompt (`engine.encode_prompt`: the tokenizer's default
+        special tokens, no second BOS after a chat template's own)."""
+        from fsgen.decoding.engine import encode_prompt
+
+        if add_special_tokens is None:
+            return encode_prompt(self.tokenizer, string)
+        return list(self.tokenizer(string, add_special_tokens=add_special_tokens).input_ids)
 
     def _logprobs(self, input_ids, attention_mask):
         from fsgen.decoding import engine

@@ -6,7 +6,10 @@ run_decode (GPU job): lm-eval in predict-only mode with the `fsgen` model. Write
     generations.jsonl   one per generate_until request: request_id, task, doc_id, idx, prompt,
                         text, token_ids (joins the trace to the samples)
     trace.parquet       the per-token trace (request_id = the request's index, see above)
-    decode_results.json lm-eval's results/config of the decode run (no metrics)
+    decode_results.json lm-eval's results/config of the decode run (no metrics); `fsgen_run` holds
+                        the benchmark entry, doc_ids, fsgen's decode metadata and `chat_template`:
+                        {"applied": false} or the applied template (model, sha256, template,
+                        special_tokens; also in the trace's metadata under `harness`)
 run_score (CPU job): lm-eval again, with the `fsgen-replay` model answering from samples.jsonl,
     so lm-eval re-applies filters and metrics. Writes to out_dir
     metrics.json        {benchmark, task, n, seed, limit, doc_ids, metrics: {"metric,filter": v}, decode}
@@ -14,7 +17,10 @@ run_score (CPU job): lm-eval again, with the `fsgen-replay` model answering from
     scored_samples.jsonl lm-eval's samples with per-doc metrics
 
 Both select the same documents: `limit` of them drawn with the benchmark's `seed` (sorted
-indices), and seed lm-eval's random/numpy/torch/few-shot generators with it.
+indices), and seed lm-eval's random/numpy/torch/few-shot generators with it. With the entry's
+`chat_template` on, both render prompts through lm-eval's chat-template support
+(`apply_chat_template=True`): the decode run with the model's tokenizer, the score run with the
+template the decode run recorded, so the replayed prompts are the decoded ones.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from lm_eval.utils import handle_non_serializable
 
 import fsgen.harness  # noqa: F401  (registers the models, built-ins first)
 from fsgen.harness import code_eval
+from fsgen.harness.lm import render_chat
+from fsgen.harness.replay import ReplayLM
 from fsgen.harness.tasks import (
     benchmark_entry,
     check_code_execution,
@@ -78,6 +86,7 @@ def evaluate_benchmark(lm, benchmark: str, entry: dict, work_dir, *, predict_onl
                        include_path=None, bootstrap_iters: int = 100000) -> tuple[dict, list[int] | None]:
     """simple_evaluate of one benchmark with its document selection and seeds.
 
+    With `entry["chat_template"]` on, lm-eval renders prompts with `lm.apply_chat_template`.
     Task overrides are read from `include_path` when given (written by the workflow), else
     written to work_dir/tasks. Returns (lm-eval results, the selected dataset indices or None
     for all documents).
@@ -112,6 +121,7 @@ def evaluate_benchmark(lm, benchmark: str, entry: dict, work_dir, *, predict_onl
             torch_random_seed=seed,
             fewshot_random_seed=seed,
             confirm_run_unsafe_code=bool(entry["allow_code_execution"]),
+            apply_chat_template=bool(entry["chat_template"]),
         )
     if results is None:
         raise RuntimeError(f"benchmark {benchmark!r}: lm-eval returned no results (not rank 0?)")
@@ -142,6 +152,9 @@ def run_decode(benchmark: str, entry: dict, model_args: dict | None, out_dir, *,
         from fsgen.harness.lm import FsgenLM
 
         lm = FsgenLM(**{"batch_size": entry["batch_size"], **(model_args or {})})
+    chat = {"applied": False}
+    if entry["chat_template"] and hasattr(lm, "chat_template_record"):
+        chat = lm.chat_template_record(benchmark)  # a model without a chat template fails here, before decoding
     results, indices = evaluate_benchmark(lm, benchmark, entry, out_dir, predict_only=True, tasks_dir=tasks_dir,
                                           include_path=include_path)
     task = task_name(entry)
@@ -149,7 +162,7 @@ def run_decode(benchmark: str, entry: dict, model_args: dict | None, out_dir, *,
     def doc_id(task_, position):  # lm-eval numbers the selected docs 0..n-1
         return indices[position] if (indices is not None and task_ == task) else position
 
-    run_info = {"benchmark": benchmark, "task": task, "entry": entry, "doc_ids": indices}
+    run_info = {"benchmark": benchmark, "task": task, "entry": entry, "doc_ids": indices, "chat_template": chat}
     atomic.write_jsonl(out_dir / "samples.jsonl", _samples_rows(results), default=handle_non_serializable)
     if hasattr(lm, "write_generations"):
         lm.write_generations(out_dir / "generations.jsonl", doc_ids=doc_id)
@@ -163,6 +176,46 @@ def run_decode(benchmark: str, entry: dict, model_args: dict | None, out_dir, *,
 # ---------------------------------------------------------------- score
 
 
+def replay_model(benchmark: str, entry: dict, samples_path, chat_record: dict | None):
+    """The `fsgen-replay` model of a decode run; for a chat benchmark one that renders the
+    decode run's recorded chat template (ValueError when the decode run recorded none)."""
+    if not entry["chat_template"]:
+        return ReplayLM(samples=str(samples_path))
+    if not (chat_record or {}).get("applied"):
+        raise ValueError(f"benchmark {benchmark!r} asks for chat prompts (chat_template), but the decode run "
+                         f"beside {samples_path} recorded no chat template; decode it again")
+    return ChatReplayLM(samples=str(samples_path), chat_record=chat_record)
+
+
+class ChatReplayLM(ReplayLM):
+    """ReplayLM with lm-eval's chat-template hooks: renders with a tokenizer that holds only the
+    decode run's recorded template and special tokens (the same `apply_chat_template` call as
+    the decode run; no model files needed)."""
+
+    def __init__(self, samples, chat_record: dict, **kwargs) -> None:
+        super().__init__(samples=samples, **kwargs)
+        self.chat_record = chat_record
+        self.chat_tokenizer = template_tokenizer(chat_record["template"], chat_record.get("special_tokens") or {})
+
+    @property
+    def tokenizer_name(self) -> str:
+        return str(self.chat_record.get("model", "fsgen")).replace("/", "__")
+
+    def apply_chat_template(self, chat_history: list[dict], add_generation_prompt: bool = True) -> str:
+        return render_chat(self.chat_tokenizer, chat_history, add_generation_prompt)
+
+
+def template_tokenizer(template: str, special_tokens: dict):
+    """A tokenizer with no vocabulary beyond `special_tokens`, carrying `template`: renders chats
+    as the original tokenizer did (its special tokens are the template's variables)."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel(vocab={}, unk_token=None))
+    return PreTrainedTokenizerFast(tokenizer_object=backend, chat_template=template, **special_tokens)
+
+
+
 def flat_metrics(task_results: dict) -> dict:
     """lm-eval's "metric,filter" entries (values and stderrs; "N/A" without bootstrap), as floats."""
     return {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in task_results.items() if "," in k}
@@ -170,20 +223,22 @@ def flat_metrics(task_results: dict) -> dict:
 
 def run_score(benchmark: str, entry: dict, samples_path, out_dir, *, tasks_dir=None, include_path=None,
               bootstrap_iters: int = 100000) -> dict:
-    """Re-score a decode run from its samples.jsonl with lm-eval's filters and metrics."""
-    from fsgen.harness.replay import ReplayLM
+    """Re-score a decode run from its samples.jsonl with lm-eval's filters and metrics.
 
+    A chat benchmark's prompts are rendered again with the chat template its decode run
+    recorded (decode_results.json next to samples.jsonl): replay checks they are the same."""
     entry = benchmark_entry(benchmark, entry)
     check_code_execution(benchmark, entry)
     out_dir = Path(out_dir)
-    lm = ReplayLM(samples=str(samples_path))
+    decode_run = {}
+    decode_results = Path(samples_path).with_name("decode_results.json")
+    if decode_results.exists():
+        decode_run = json.loads(decode_results.read_text(encoding="utf-8")).get("fsgen_run", {})
+    lm = replay_model(benchmark, entry, samples_path, decode_run.get("chat_template"))
     results, indices = evaluate_benchmark(lm, benchmark, entry, out_dir, predict_only=False, tasks_dir=tasks_dir,
                                           include_path=include_path, bootstrap_iters=bootstrap_iters)
     task = task_name(entry)
-    decode_info = {}
-    decode_results = Path(samples_path).with_name("decode_results.json")
-    if decode_results.exists():
-        decode_info = json.loads(decode_results.read_text(encoding="utf-8")).get("fsgen_run", {}).get("fsgen", {})
+    decode_info = decode_run.get("fsgen", {})
     metrics = {
         "benchmark": benchmark,
         "task": task,

@@ -3,7 +3,7 @@
 A benchmark entry (config) looks like
     {"task": "gsm8k_cot", "data": {"path": "/x/gsm8k.jsonl", "split": "test"} or None,
      "limit": 500, "seed": 789798, "num_fewshot": 8 or None, "max_new_tokens": 256,
-     "batch_size": 8, "allow_code_execution": false}
+     "batch_size": 8, "allow_code_execution": false, "models": "base", "chat_template": null}
 
 With `data`, the benchmark runs a derived task `<task>__local`, written as a YAML that
 `include:`s the original task's YAML (built-in or ours under fsgen/harness/lm_eval_tasks/) and replaces only
@@ -42,7 +42,10 @@ BENCHMARK_DEFAULTS = {
     "max_new_tokens": DEFAULTS.max_new_tokens,  # lm-eval max_gen_toks for generate_until tasks
     "batch_size": DEFAULTS.batch_size,
     "allow_code_execution": False,
+    "models": "base",  # decoded with the base models or their tuned (chat) variants (the pipeline's job models)
+    "chat_template": None,  # render prompts with the tokenizer's chat template; None: true when `models` is tuned
 }
+MODEL_VARIANTS = ("base", "tuned")
 
 
 class TaskNotFound(LookupError):
@@ -54,7 +57,8 @@ class CodeExecutionNotAllowed(RuntimeError):
 
 
 def benchmark_entry(name: str, entry: dict) -> dict:
-    """The entry with defaults filled in (keys the harness does not use are dropped, with a warning)."""
+    """The entry with defaults filled in (keys the harness does not use are dropped, with a warning);
+    `chat_template: null` resolved to a bool (true for `models: tuned`)."""
     if "task" not in entry:
         raise ValueError(f"benchmark {name!r}: missing key 'task' (an lm-eval task name)")
     unknown = set(entry) - set(BENCHMARK_DEFAULTS) - {"task"}
@@ -62,7 +66,14 @@ def benchmark_entry(name: str, entry: dict) -> dict:
         log.warning("benchmark %r: keys %s are not harness keys; ignored here", name, sorted(unknown))
     # None for a key with a default means that default (the config schema's `null`)
     given = {k: v for k, v in entry.items() if k not in unknown and not (v is None and BENCHMARK_DEFAULTS.get(k) is not None)}
-    return {**BENCHMARK_DEFAULTS, **given}
+    full = {**BENCHMARK_DEFAULTS, **given}
+    if full["models"] not in MODEL_VARIANTS:
+        raise ValueError(f"benchmark {name!r}: models must be one of {MODEL_VARIANTS}, got {full['models']!r}")
+    if full["chat_template"] is None:  # chat models get chat prompts
+        full["chat_template"] = full["models"] == "tuned"
+    if not isinstance(full["chat_template"], bool):
+        raise ValueError(f"benchmark {name!r}: chat_template must be true, false or null, got {full['chat_template']!r}")
+    return full
 
 
 def task_name(entry: dict) -> str:
