@@ -166,6 +166,11 @@ def params_benchmark(wildcards):
     return harness_benchmark(wildcards.benchmark)
 
 
+def params_placement(wildcards):
+    """What the job's placement plan needs beyond its models: the longest prompt to plan for."""
+    return {"prompt_tokens": pr.prompt_tokens(config, wildcards.benchmark)}
+
+
 def trained_spec(wildcards):
     """What train_model needs: the name, whether it is a tuned variant and of which base."""
     bases = [n for n, m in config["models"].items() if m.get("tuned") == wildcards.trained]

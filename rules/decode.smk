@@ -20,6 +20,7 @@ rule decode_pair:
         models=pair_params_models,
         decode=pair_params_decode,
         benchmark=params_benchmark,
+        placement=params_placement,
         include_path=overrides_folder,
         resume_dir=RESUME_DIR,
     threads: RES["decode_threads"]
@@ -53,6 +54,7 @@ rule decode_single:
         models=single_params_models,
         decode=single_params_decode,
         benchmark=params_benchmark,
+        placement=params_placement,
         include_path=overrides_folder,
         resume_dir=RESUME_DIR,
     threads: RES["decode_threads"]

@@ -35,7 +35,6 @@ from fsgen.pipeline.mirror import is_hub_id
 
 FALLBACK_MEMORY_FACTOR = 1.25  # weights + room for KV cache and transients, when the architecture is unknown
 FALLBACK_RUNTIME_MIN = 240  # first-attempt minutes of a CPU job or of a model without config.json
-DEFAULT_PROMPT_TOKENS = 1024  # benchmarks.<b>.prompt_tokens when null: the longest prompt, planned for
 DEFAULT_DOCUMENTS = 1000  # documents per job assumed for the runtime when the benchmark's limit is null
 BYTES_PER_PARAM = {**pl.DTYPE_BYTES, "auto": 2}  # `auto`: the checkpoints' dtype, bfloat16 for current models
 
@@ -90,26 +89,33 @@ def job_specs(config: dict, job: dict) -> dict[str, pl.ModelSpec] | None:
     return None if any(spec is None for spec in specs.values()) else specs
 
 
-def _system2(specs: dict) -> str:
-    return "large" if "large" in specs else next(iter(specs))
+def job_method(config: dict, job: dict) -> str:
+    """The registry method a decode job runs (`single` for a baseline)."""
+    return SINGLE if "model" in job else decode_settings(config, job["variant"])["method"]
 
 
 # ------------------------------------------------------------------------------- planning
 def _plan_inputs(config: dict, job: dict) -> dict:
     bench = config["benchmarks"][job["benchmark"]]
     return {"batch_cap": attempt_batch_size(bench.get("batch_size"), 1),
-            "prompt_tokens": int(bench.get("prompt_tokens") or DEFAULT_PROMPT_TOKENS),
+            "prompt_tokens": prompt_tokens(config, job["benchmark"]),
             "max_new_tokens": int(bench.get("max_new_tokens") or DEFAULTS.max_new_tokens)}
 
 
+def prompt_tokens(config: dict, benchmark: str) -> int:
+    """The longest prompt a benchmark's jobs are planned for (`prompt_tokens`, or the planner's default)."""
+    return int(config["benchmarks"][benchmark].get("prompt_tokens") or pl.DEFAULT_PROMPT_TOKENS)
+
+
 @lru_cache(maxsize=None)
-def _planned(specs: tuple, gpu_memory_gb: float, batch_cap: int, prompt_tokens: int, max_new_tokens: int):
+def _planned(specs: tuple, system2: str, gpu_memory_gb: float, batch_cap: int, prompt_tokens: int,
+             max_new_tokens: int):
     """(GPUs, batch size at those GPUs) of a job's models (role, spec) pairs; cached: many jobs share them."""
     models = dict(specs)
     n = pl.job_gpus(models, gpu_memory_gb=gpu_memory_gb, batch_cap=batch_cap, prompt_tokens=prompt_tokens,
-                    max_new_tokens=max_new_tokens, system2=_system2(models))
+                    max_new_tokens=max_new_tokens, system2=system2)
     plan = pl.plan_placement(models, n_gpus=n, gpu_memory_gb=gpu_memory_gb, batch_cap=batch_cap,
-                             prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens, system2=_system2(models))
+                             prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens, system2=system2)
     return n, plan.batch_size
 
 
@@ -124,7 +130,8 @@ def planned_gpus_and_batch(config: dict, job: dict) -> tuple[int, int] | None:
     if specs is None:
         return None
     try:
-        return _planned(tuple(specs.items()), float(config["resources"]["gpu_memory_gb"]), **_plan_inputs(config, job))
+        return _planned(tuple(specs.items()), pl.system2_role(job_method(config, job)),
+                        float(config["resources"]["gpu_memory_gb"]), **_plan_inputs(config, job))
     except pl.PlacementError as err:
         raise ConfigError(f"benchmarks.{job['benchmark']}: job {job_label(job)} cannot be placed: {err}") from None
 
@@ -174,12 +181,10 @@ def decode_mem_mb(config: dict, job: dict, attempt: int) -> int:
 def runtime_method(config: dict, job: dict) -> str:
     """The method as the planner's throughput model knows it: single, oracle (the fast path: System 2
     generates, router always), speculative, or anything else (every model steps at every token)."""
-    if "model" in job:
-        return SINGLE
-    settings = decode_settings(config, job["variant"])
-    if settings["method"] == "oracle" and settings.get("router", "always") != "always":
+    method = job_method(config, job)
+    if method == "oracle" and decode_settings(config, job["variant"]).get("router", "always") != "always":
         return "routed"
-    return settings["method"]
+    return method
 
 
 def decode_runtime(config: dict, job: dict, attempt: int) -> int:
@@ -194,6 +199,7 @@ def decode_runtime(config: dict, job: dict, attempt: int) -> int:
     seconds = pl.decode_seconds(
         specs, runtime_method(config, job), gpu=pl.GPU_MODELS[res["gpu_type"]],
         documents=int(bench.get("limit") or DEFAULT_DOCUMENTS), batch_size=planned[1],
-        prompt_tokens=inputs["prompt_tokens"], max_new_tokens=inputs["max_new_tokens"], system2=_system2(specs),
+        prompt_tokens=inputs["prompt_tokens"], max_new_tokens=inputs["max_new_tokens"],
+        system2=pl.system2_role(job_method(config, job)),
         draft_k=int(decode_settings(config, job["variant"]).get("k") or DEFAULTS.k) if "variant" in job else DEFAULTS.k)
     return pl.runtime_minutes(seconds, attempt, growth=res["growth"], max_minutes=res["max_runtime"])
