@@ -336,3 +336,14 @@ ANALYSIS_TABLES = [str(TABLES / f"{n}.csv") for n in AGGREGATE_TABLES] + [
     str(TABLES / "scaling_law.csv"), str(TABLES / "scaling_residuals.csv")]
 ANALYSIS_TARGETS = ANALYSIS_TABLES + [str(FIGURES / f"{n}.png") for n in FIGURES_BY_CATEGORY] + [
     str(RESULTS / "summary.md")]
+
+
+# ------------------------------------------------------------------------------ viewer pages
+def viewer_tokenizer(wildcards):
+    """The pair's tokenizer: the small model's folder or hub id (preflight checked they agree)."""
+    return config["models"][wildcards.small]["path"]
+
+
+def viewer_pages():
+    """Every pair job's viewer page (VIEWER_PAGE: rules/viewer.smk)."""
+    return [str(VIEWER_PAGE).format(**j) for j in PAIR_JOBS]

@@ -13,15 +13,6 @@ localrules:
     viewer_all,
 
 
-def viewer_tokenizer(wildcards):
-    """The pair's tokenizer: the small model's folder or hub id (preflight checked they agree)."""
-    return config["models"][wildcards.small]["path"]
-
-
-def viewer_pages():
-    return [str(VIEWER_PAGE).format(**j) for j in PAIR_JOBS]
-
-
 rule viewer_page:
     input:
         trace=PAIR_DIR / "trace.parquet",
