@@ -1,4 +1,4 @@
-"""`fsgen decode|train-router|show|status|lm-eval ...` (also `python -m fsgen ...`).
+"""`fsgen decode|train-router|show|status|cache|lm-eval ...` (also `python -m fsgen ...`).
 
 Bad input exits with status 2 and a one-line reason on stderr (`fsgen: error: ...`), before
 any model is loaded where that is possible. Outputs are written atomically.
@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--workdir", default=".", help="the workflow's working directory (holds results/ and .snakemake/)")
     st.add_argument("--configfile", action="append", help="config file(s) of the run (default: WORKDIR/config/config.yaml)")
     st.add_argument("--all", action="store_true", help="list every job, not only running and failed ones")
+
+    c = sub.add_parser("cache", help="the resume cache's folders (results/.resume) and which no current job uses")
+    c.add_argument("--workdir", default=".", help="the workflow's working directory (holds results/)")
+    c.add_argument("--configfile", action="append", help="config file(s) of the run (default: WORKDIR/config/config.yaml)")
+    c.add_argument("--remove", action="store_true", help="remove the unused folders (default: only list them)")
 
     sub.add_parser("lm-eval", add_help=False, help="lm-eval's own command line with the fsgen models registered")
     return parser
@@ -211,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
             from fsgen.status import run_status
 
             run_status(args)
+        elif args.command == "cache":
+            from fsgen.cache import run_cache
+
+            run_cache(args)
     except CliError as e:
         print(f"fsgen: error: {e}", file=sys.stderr)
         return 2

@@ -1,8 +1,10 @@
 """Fingerprints: stable hashes of what determines a result (models' files, JSON-able settings).
 
 `model_fingerprint` changes whenever a model's results could (its files, or the hub revision its
-id resolves to); `sha256_json` hashes plain data with sorted keys. The resume cache's keys and the
-preflight stamp are built from these.
+id resolves to); `sha256_json` hashes plain data with sorted keys; `code_digest` hashes the code
+files a stage depends on (the same list its rule declares as inputs) and `library_versions` names
+the libraries that compute a result. The resume cache's keys and the preflight stamp are built
+from these.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+from importlib import metadata
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -106,11 +109,52 @@ PACKAGE = Path(__file__).resolve().parent
 DECODE_CODE = ("__init__.py", "decoding/*.py", "trace.py", "resume.py", "fingerprint.py", "atomic.py",
                "harness/__init__.py", "harness/lm.py", "harness/run.py", "harness/tasks.py",
                "harness/lm_eval_tasks/*/*.yaml", "harness/lm_eval_tasks/*/*.py")
-# What determines a score: lm-eval's replay, the task setup and code execution.
-SCORE_CODE = ("harness/replay.py", "harness/code_eval.py", "harness/tasks.py", "sandbox.py")
+# What determines a score: lm-eval's replay (and the chat rendering it repeats), the runner, the task
+# setup and code execution.
+SCORE_CODE = ("harness/replay.py", "harness/run.py", "harness/lm.py", "harness/code_eval.py", "harness/tasks.py",
+              "harness/lm_eval_tasks/*/*.yaml", "harness/lm_eval_tasks/*/*.py", "sandbox.py")
 
 
 def code_files(patterns: tuple[str, ...], package: Path = PACKAGE) -> list[Path]:
     """The files matching `patterns` (globs relative to the fsgen package folder `package`, by
     default the imported one), sorted."""
     return sorted({path for pattern in patterns for path in Path(package).glob(pattern)})
+
+
+def code_digest(patterns: tuple[str, ...] = DECODE_CODE, package: Path = PACKAGE) -> str:
+    """sha256 over the relative name and content of each file of `code_files(patterns, package)`:
+    any edit, added or removed file among them changes it (a bare touch does not)."""
+    files = [{"name": path.relative_to(package).as_posix(), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+             for path in code_files(patterns, package)]
+    if not files:
+        raise FileNotFoundError(f"no code files match {patterns} in {package}")
+    return sha256_json(files)
+
+
+# ------------------------------------------------------------------------------- libraries
+# Distributions whose code computes a decode result (tokens, probabilities, lm-eval's prompts).
+LIBRARIES = ("torch", "transformers", "lm_eval")
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of fsgen and LIBRARIES, read from their distribution metadata (no
+    import: `fsgen status` and `fsgen cache` stay light). fsgen run from a source tree without an
+    installed distribution reports its `__version__`."""
+    versions = {}
+    for name in ("fsgen", *LIBRARIES):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            if name != "fsgen":
+                raise
+            from fsgen import __version__
+
+            versions[name] = __version__
+    return versions
+
+
+def decode_environment() -> dict:
+    """The parts of a decode job's resume key that come from the running environment rather than
+    from the job: the digest of the decoding code and the library versions. `fsgen status` and
+    `fsgen cache` compare a cache folder's key.json with these."""
+    return {"code": code_digest(DECODE_CODE, PACKAGE), "versions": library_versions()}

@@ -2,10 +2,16 @@
 
 Snakemake deletes a failed job's declared outputs, so finished requests live outside them, in
 `<cache_dir>/<job key>/records.jsonl`. The job key is a hash of everything that determines the
-results (models and their file hashes or revisions, method and parameters, router, task); two
-different jobs therefore never share a folder. Each record is one JSON line written with a single
-`write` + `fsync`: after a kill it is either complete or a torn last line without its newline,
-which readers ignore and the next writer cuts off before appending.
+results (for decode jobs `fsgen.decoding.resumable.decode_job_parts`: models and their file
+hashes or revisions, method and parameters, router, task, code digest, library versions, the
+job's identity); two different jobs therefore never share a folder, and `key.json` holds the
+parts in readable form. Each record is one JSON line written with a single `write` + `fsync`:
+after a kill it is either complete or a torn last line without its newline, which readers ignore
+and the next writer cuts off before appending.
+
+Folders: `list_caches` describes every folder (parts, request count, size, whether a process is
+writing it); `remove_cache` removes one that nobody writes; `remove_job_caches` removes a
+finished job's folders (the workflow's decode script calls it once the job's outputs exist).
 
     cache = ResumeCache(cache_dir, job_key(models=..., method=..., params=..., task=...))
     key = request_key(prompt, max_new_tokens=256, stop=["\\n\\n"])
@@ -21,6 +27,8 @@ import fcntl
 import json
 import logging
 import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from fsgen import atomic
@@ -31,6 +39,8 @@ log = logging.getLogger(__name__)
 RECORDS_FILE = "records.jsonl"
 KEY_FILE = "key.json"
 LOCK_FILE = "lock"
+REMOVING_PREFIX = ".removing-"  # a folder being removed is renamed to this first
+HEX = frozenset("0123456789abcdef")
 
 
 def job_key(**parts) -> str:
@@ -53,7 +63,7 @@ class ResumeCache:
     """Finished requests of one job: `get` before computing, `put` as soon as one finishes."""
 
     def __init__(self, cache_dir: str | os.PathLike, key: str, parts: dict | None = None):
-        if not key or any(c not in "0123456789abcdef" for c in key):
+        if not key or not set(key) <= HEX:
             raise ValueError(f"cache key must be a hex digest from job_key(), got {key!r}")
         self.key = key
         self.folder = Path(cache_dir) / key
@@ -162,3 +172,115 @@ def _read_records(path: Path):
                 yield entry["request_key"], entry["record"]
             except (ValueError, KeyError, TypeError):
                 log.warning("resume cache %s: ignoring unreadable line %d", path, number)
+
+
+# ---------------------------------------------------------------- folders of a cache directory
+
+
+@dataclass
+class CacheFolder:
+    """One job's cache folder as found on disk."""
+
+    folder: Path
+    key: str
+    parts: dict | None  # key.json's parts; None when key.json is missing or unreadable
+    requests: int  # complete records
+    size_bytes: int
+    modified: float  # latest modification time of its files (seconds since the epoch)
+    locked: bool  # a live process holds its writer lock
+
+    @property
+    def job(self) -> dict | None:
+        """The workflow job's identity (benchmark, variant, large, small | model), if recorded."""
+        job = (self.parts or {}).get("job")
+        return job if isinstance(job, dict) else None
+
+
+def count_records(path: str | os.PathLike) -> int:
+    """Complete records (lines) of a records.jsonl; a torn last line does not count."""
+    path = Path(path)
+    return path.read_bytes().count(b"\n") if path.is_file() else 0
+
+
+def read_parts(folder: str | os.PathLike) -> dict | None:
+    """The parts in a folder's key.json, or None (missing, unreadable, or without parts)."""
+    try:
+        parts = json.loads((Path(folder) / KEY_FILE).read_text(encoding="utf-8")).get("parts")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return parts if isinstance(parts, dict) else None
+
+
+def lock_held(folder: str | os.PathLike) -> bool:
+    """Whether a live process holds the folder's writer lock (ResumeCache writing it)."""
+    lock = Path(folder) / LOCK_FILE
+    if not lock.is_file():
+        return False
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the lock if we got it
+
+
+def list_caches(cache_dir: str | os.PathLike) -> list[CacheFolder]:
+    """Every job folder under `cache_dir` (folders named by a hex key), newest first."""
+    root = Path(cache_dir)
+    folders = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if not folder.is_dir() or not set(folder.name) <= HEX:
+            continue
+        files = [p for p in folder.iterdir() if p.is_file()]
+        stats = [p.stat() for p in files]
+        folders.append(CacheFolder(
+            folder=folder, key=folder.name, parts=read_parts(folder), requests=count_records(folder / RECORDS_FILE),
+            size_bytes=sum(st.st_size for st in stats), locked=lock_held(folder),
+            modified=max([st.st_mtime for st in stats] + [folder.stat().st_mtime])))
+    return sorted(folders, key=lambda f: -f.modified)
+
+
+def leftover_removals(cache_dir: str | os.PathLike) -> list[Path]:
+    """Folders whose removal was interrupted (renamed, not yet deleted)."""
+    root = Path(cache_dir)
+    return sorted(p for p in root.glob(REMOVING_PREFIX + "*") if p.is_dir()) if root.is_dir() else []
+
+
+def remove_cache(folder: str | os.PathLike) -> None:
+    """Remove a job's cache folder; CacheLocked while a process writes it.
+
+    Holding the writer lock, the folder is first renamed (`.removing-<key>`, one atomic step: no
+    reader ever sees half a folder under its key), then deleted.
+    """
+    folder = Path(folder)
+    lock_fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CacheLocked(f"a process is writing the resume cache {folder}; not removed") from None
+        doomed = folder.with_name(f"{REMOVING_PREFIX}{folder.name}.{os.getpid()}")
+        folder.rename(doomed)
+    finally:
+        os.close(lock_fd)
+    shutil.rmtree(doomed)
+
+
+def remove_job_caches(cache_dir: str | os.PathLike, job: dict) -> list[Path]:
+    """Remove every folder whose key.json names this workflow job (any code, library versions,
+    models or settings): called when the job has succeeded, so its outputs hold what the cache
+    held. A folder being written is left (logged). Returns the removed folders."""
+    wanted = jsonable(job)
+    removed = []
+    for entry in list_caches(cache_dir):
+        if entry.job != wanted:
+            continue
+        try:
+            remove_cache(entry.folder)
+        except CacheLocked as err:
+            log.warning("%s", err)
+            continue
+        removed.append(entry.folder)
+    return removed

@@ -18,9 +18,9 @@ State of a job, in this order:
                 outputs, keeps its log file)
     pending     none of the above
 Decoded requests of a decode job that is not done: the complete lines of its resume cache,
-results/.resume/<key>/records.jsonl, where <key> is computed as the `fsgen` lm-eval model computes
-it (fsgen.decoding.resumable.decode_job_key over the job's models, decode settings and lm-eval task
-name, read from results/tasks/overrides.json).
+results/.resume/<key>/records.jsonl, in the folder whose key.json names the job and this
+environment's code digest and library versions (fsgen.cache.current_folder: what an attempt
+started now resumes; after a code change, none until the job runs again).
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ import base64
 import json
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 from fsgen.pipeline import jobs as pj
 from fsgen.pipeline import paths
@@ -163,48 +162,17 @@ def last_events(workdir: Path) -> dict[str, tuple[str, str]]:
 # ---------------------------------------------------------------- decoded requests
 
 
-def decode_cache_key(config: dict, job: dict, task: str, workdir: Path) -> str:
-    """The resume-cache key the `fsgen` lm-eval model uses for this job (fsgen.harness.lm:
-    decode_job_key over the models it loads, its DecodeConfig and the task names)."""
-    from fsgen.decoding.config import DecodeConfig
-    from fsgen.decoding.resumable import decode_job_key
-
-    variant = pj.SINGLE if "model" in job else job["variant"]
-    decode = DecodeConfig.from_settings(pj.decode_settings(config, variant))
-    names = {}
-    for role, name in pj.job_models(config, job).items():
-        path = Path(config["models"][name]["path"])
-        names[role] = str(workdir / path) if not path.is_absolute() and (workdir / path).exists() else str(path)
-    return decode_job_key(SimpleNamespace(names=names), replace(decode, stop=(), max_new_tokens=1), tasks=[task])
-
-
-def cached_requests(cache_dir: Path, key: str) -> int:
-    """Complete records (lines) in a job's resume cache; a torn last line does not count."""
-    records = cache_dir / key / "records.jsonl"
-    return records.read_bytes().count(b"\n") if records.is_file() else 0
-
-
-def lm_eval_tasks(workdir: Path) -> dict[str, str]:
-    """benchmark -> lm-eval task name, from the task overrides manifest (results/tasks/overrides.json)."""
-    manifest = workdir / paths.TASK_OVERRIDES
-    return json.loads(manifest.read_text()).get("tasks", {}) if manifest.is_file() else {}
-
-
-def decode_detail(config: dict, status: JobStatus, workdir: Path, tasks: dict[str, str]) -> str:
+def decode_detail(config: dict, status: JobStatus, workdir: Path, caches: list, environment: dict) -> str:
     """"37 of 150 requests decoded" (resume cache) or the generations of a finished job."""
+    from fsgen.cache import current_folder
+
     limit = config["benchmarks"][status.decode["benchmark"]].get("limit")
     total = f" of {limit}" if limit else ""
     if status.state == "done":
         with open(workdir / status.outputs[2], "rb") as fh:
             return f"{sum(1 for line in fh if line.strip())} requests"
-    task = tasks.get(status.decode["benchmark"])
-    if task is None:
-        return ""
-    try:
-        key = decode_cache_key(config, status.decode, task, workdir)
-    except (OSError, KeyError, ValueError):  # a model not there yet
-        return ""
-    done = cached_requests(workdir / paths.RESUME_DIR, key)
+    folder = current_folder(caches, status.decode, environment)
+    done = folder.requests if folder else 0
     return f"{done}{total} requests decoded" if done or status.state != "pending" else ""
 
 
@@ -226,12 +194,15 @@ def decide(status: JobStatus, workdir: Path, marked: dict, locked: bool, events:
 
 
 def collect(workdir: Path, config: dict) -> list[JobStatus]:
+    from fsgen.fingerprint import decode_environment
+    from fsgen.resume import list_caches
+
     marked, locked, events = incomplete_outputs(workdir), workflow_locked(workdir), last_events(workdir)
-    tasks = lm_eval_tasks(workdir)
+    caches, environment = list_caches(workdir / paths.RESUME_DIR), decode_environment()
     jobs = grid_jobs(config)
     for status in jobs:
         status.state, job_id = decide(status, workdir, marked, locked, events)
-        details = [decode_detail(config, status, workdir, tasks)] if status.stage == "decode" else []
+        details = [decode_detail(config, status, workdir, caches, environment)] if status.stage == "decode" else []
         status.detail = ", ".join(d for d in [*details, job_id] if d)
     return jobs
 
@@ -253,14 +224,17 @@ def format_status(jobs: list[JobStatus], show_all: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_status(args) -> None:
+def workflow_config(args) -> tuple[Path, dict]:
+    """(working directory, checked config) of a command's --workdir / --configfile; CliError."""
     from fsgen.cli import CliError
 
     workdir = Path(args.workdir)
     try:
-        config = load_config(workdir, args.configfile)
+        return workdir, load_config(workdir, args.configfile)
     except (FileNotFoundError, ConfigError) as e:
         raise CliError(str(e)) from None
-    # hub models' cache keys name the revision in the workflow's HF cache (rules/common.smk sets HF_HOME)
-    os.environ["HF_HOME"] = str((workdir / config["cache_dir"]).resolve())
+
+
+def run_status(args) -> None:
+    workdir, config = workflow_config(args)
     print(format_status(collect(workdir, config), args.all), end="")

@@ -338,12 +338,16 @@ ANALYSIS_TARGETS = ANALYSIS_TABLES + [str(FIGURES / f"{n}.png") for n in FIGURES
     str(RESULTS / "summary.md")]
 
 
-# ------------------------------------------------------------------------------ viewer pages
+# ----------------------------------------------------------------------------------- viewer
+VIEWER = config["viewer"]
+VIEWER_CODE = sorted(str(p) for p in (FSGEN / "viewer").glob("*.py"))
+VIEWER_PAGE = PAIR_DIR / "viewer.html"
+
+
 def viewer_tokenizer(wildcards):
     """The pair's tokenizer: the small model's folder or hub id (preflight checked they agree)."""
     return config["models"][wildcards.small]["path"]
 
 
 def viewer_pages():
-    """Every pair job's viewer page (VIEWER_PAGE: rules/viewer.smk)."""
     return [str(VIEWER_PAGE).format(**j) for j in PAIR_JOBS]

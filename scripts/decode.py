@@ -10,12 +10,18 @@ params: models (role -> {"name", "path", "dtype", "params", optional "gpus": GPU
     YAMLs), resume_dir (fsgen.resume cache folder, outside the outputs: Snakemake deletes those
     of a failed job), optional placement ({"prompt_tokens": the longest prompt to plan memory
     for}; default fsgen.decoding.placement.DEFAULT_PROMPT_TOKENS)
+wildcards: benchmark, variant, large, small (decode_pair) or benchmark, model (decode_single):
+    the job's identity, part of its resume key and recorded in the cache folder's key.json
 resources: batch_size (the cap: halved on retries; a row's result does not depend on it)
 threads: torch CPU threads; log[0]: the log file
 
 With CUDA every model is placed over exactly the job's visible GPUs by the placement planner
 (fsgen.decoding.engine.load_job_systems; the plan goes to the log) and the batch size is
 min(the plan's, resources.batch_size). Without CUDA the models run on the CPU.
+
+The resume cache serves attempts that did not finish (killed, timed out, out of memory). Once the
+outputs are written the job's cache folders are removed: any later run of this job (forced,
+or rerun for changed code, params or inputs) decodes afresh.
 """
 
 import logging
@@ -31,6 +37,7 @@ from fsgen.harness.lm import FsgenLM
 from fsgen.harness.run import run_decode
 from fsgen.harness.tasks import benchmark_entry
 from fsgen.pipeline.rulescript import log_to
+from fsgen.resume import remove_job_caches
 
 snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
 log_to(snakemake.log[0])
@@ -59,6 +66,11 @@ config = replace(config, batch_size=batch_size)
 entry["batch_size"] = batch_size
 logging.info("benchmark %s entry %s models %s decode %s", benchmark, entry, models, config)
 resume_dir = getattr(snakemake.params, "resume_dir", None)  # the rules always give one
-lm = FsgenLM(systems=systems, config=config, resume_dir=str(resume_dir) if resume_dir else None)
+job = {name: str(getattr(snakemake.wildcards, name))
+       for name in ("benchmark", "variant", "large", "small", "model") if hasattr(snakemake.wildcards, name)}
+lm = FsgenLM(systems=systems, config=config, resume_dir=str(resume_dir) if resume_dir else None, job=job)
 run_decode(benchmark, entry, None, out_dir, lm=lm, include_path=snakemake.params.include_path)
+if resume_dir:
+    for folder in remove_job_caches(resume_dir, job):  # the outputs now hold every request
+        logging.info("removed the resume cache %s of the finished job", folder)
 logging.info("done: %s", out_dir)

@@ -39,20 +39,34 @@ def snakemake_log(workdir: Path, name: str, text: str) -> None:
     (folder / f"{name}.snakemake.log").write_text(text)
 
 
+class Killed(Exception):
+    """A job killed (the test's stand-in for SIGKILL inside the decode script)."""
+
+
 def decode_spec_job(workdir: Path, config: dict, include: Path) -> None:
-    """The speculative pair job decoded by scripts/decode.py with the workflow's params."""
+    """The speculative pair job decoded by scripts/decode.py with the workflow's params, killed
+    once every request is decoded, before its outputs are written (a finished job removes its
+    resume cache)."""
+    from fsgen.harness.lm import FsgenLM
     from fsgen.pipeline.jobs import decode_settings
+
+    def killed(*args, **kwargs):
+        raise Killed("killed before writing the outputs")
 
     models = {role: {"name": n, "path": config["models"][n]["path"], "dtype": "float32", "params": 1}
               for role, n in (("large", "tl"), ("small", "ts"))}
     job = workdir / SPEC
-    run_script(ROOT / "scripts" / "decode.py", SimpleNamespace(
-        input=SimpleNamespace(), threads=1, log=[str(workdir / "decode.log")],
-        output=SimpleNamespace(**{n.split(".")[0]: str(job / n) for n in OUTPUTS}),
-        params=SimpleNamespace(models=models, decode=decode_settings(config, "spec"), benchmark=config["benchmarks"]["tiny"],
-                               include_path=str(include), resume_dir=str(workdir / "results" / ".resume")),
-        resources=SimpleNamespace(batch_size=2), wildcards=SimpleNamespace(benchmark="tiny"),
-    ))
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(Killed):
+        patch.setattr(FsgenLM, "write_generations", killed)
+        run_script(ROOT / "scripts" / "decode.py", SimpleNamespace(
+            input=SimpleNamespace(), threads=1, log=[str(workdir / "decode.log")],
+            output=SimpleNamespace(**{n.split(".")[0]: str(job / n) for n in OUTPUTS}),
+            params=SimpleNamespace(models=models, decode=decode_settings(config, "spec"),
+                                   benchmark=config["benchmarks"]["tiny"], include_path=str(include),
+                                   resume_dir=str(workdir / "results" / ".resume")),
+            resources=SimpleNamespace(batch_size=2),
+            wildcards=SimpleNamespace(benchmark="tiny", variant="spec", large="tl", small="ts"),
+        ))
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +94,10 @@ def grid(tmp_path_factory):
     config = load_config(workdir)
     decode_spec_job(workdir, config, include)
 
-    # the speculative decode is running on a cluster: outputs gone, 2 records and a torn third in its cache
+    # the speculative decode is running on a cluster: outputs gone (Snakemake deletes a failed job's),
+    # 2 records and a torn third in its cache
     for name in OUTPUTS:
-        (workdir / SPEC / name).unlink()
+        (workdir / SPEC / name).unlink(missing_ok=True)
         mark_incomplete(workdir, f"{SPEC}/{name}", "4242")
     (records,) = (workdir / "results" / ".resume").glob("*/records.jsonl")
     lines = records.read_bytes().splitlines(keepends=True)
@@ -126,7 +141,7 @@ def test_states_of_a_running_grid(grid):
     assert jobs[("decode", "tiny/oracle/tl__ts")].state == "done"
     assert jobs[("decode", "tiny/oracle/tl__ts")].detail == "3 requests"
     spec = jobs[("decode", "tiny/spec/tl__ts")]
-    # the count is the cache folder the real decode wrote, found by recomputing its key
+    # the count is the cache folder the real decode wrote, found by the job named in its key.json
     assert (spec.state, spec.detail) == ("running", "2 of 3 requests decoded, cluster job 4242")
     assert jobs[("score", "tiny/oracle/tl__ts")].state == "failed"
     assert jobs[("decode", "tiny/single/ts")].state == "pending"  # its last mention is a restart
@@ -202,3 +217,17 @@ def test_what_a_real_snakemake_run_leaves(tmp_path):
     assert events["results/bad.txt"][0] == "failed"
     assert events["results/ok.txt"][0] == events["results/slow.txt"][0] == "started"
     assert not workflow_locked(tmp_path) and incomplete_outputs(tmp_path) == {}
+
+
+def test_after_a_code_change_the_old_cache_is_not_counted(grid):
+    """A folder written by other decoding code is not what the job's next attempt resumes."""
+    (key_file,) = (grid.workdir / "results" / ".resume").glob("*/key.json")
+    original = key_file.read_text()
+    edited = json.loads(original)
+    edited["parts"]["code"] = "0" * 64
+    key_file.write_text(json.dumps(edited))
+    try:
+        spec = by_name(collect(grid.workdir, grid.config))[("decode", "tiny/spec/tl__ts")]
+        assert spec.detail == "0 of 3 requests decoded, cluster job 4242"
+    finally:
+        key_file.write_text(original)

@@ -1,8 +1,14 @@
 """A resumable `decode`: requests already in a job's resume cache are not decoded again.
 
-The job key covers the models' fingerprints, the DecodeConfig (without batch size: rows do not
-depend on it) and what else defines the job (task, few-shot setup); the request key covers the
-prompt, its id (sampling seeds use it), stop strings and token budget.
+The job key (`decode_job_parts`, hashed by `fsgen.resume.job_key`) covers everything that
+determines a job's tokens and trace except what varies per request: each model's path and
+fingerprint, the DecodeConfig (without batch size: rows do not depend on it; without stop strings
+and token budget: they are in the request key), a digest of the decoding code (the files of
+`fsgen.fingerprint.DECODE_CODE`, the decode rule's code inputs), the versions of fsgen, torch,
+transformers and lm-eval, and what else defines the job (lm-eval task names, the workflow job's
+identity). The request key covers the prompt, its id (sampling seeds use it), stop strings and
+token budget. Another code or library version therefore opens another folder: a cache is only
+ever reused by a later attempt of the same job under the same code.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from fsgen.decoding import engine
-from fsgen.fingerprint import jsonable, model_fingerprint
+from fsgen.fingerprint import decode_environment, jsonable, model_fingerprint
 from fsgen.resume import ResumeCache, job_key, request_key
 from fsgen.trace import arrow_schema, check_trace_matches, empty_trace
 
@@ -26,16 +32,37 @@ def decode_request_key(prompt: str, request_id: int, config) -> str:
                        max_new_tokens=int(config.max_new_tokens))
 
 
-def decode_job_key(systems, config, **job) -> str:
-    """job_key over the models' fingerprints and the DecodeConfig, without batch_size/progress.
+# DecodeConfig fields left out of the job key: batch size and progress do not change a row; stop
+# strings and the token budget are per request (lm-eval sets them per task), in the request key.
+NOT_IN_JOB_KEY = ("batch_size", "progress", "stop", "max_new_tokens")
+
+
+def decode_job_parts(systems, config, **job) -> dict:
+    """What a decode job's results depend on, as plain data (a cache folder's key.json "parts").
 
     Batch size is left out on purpose: rows do not depend on it (the engine's batch-equivalence
     guarantee), so an out-of-memory retry with a smaller batch reuses every finished request.
-    `job` adds what else defines the job (benchmark, task, few-shot setup, ...).
+    `job` adds what else defines the job (lm-eval task names, the workflow job's identity, ...).
     """
-    params = {k: v for k, v in jsonable(config).items() if k not in ("batch_size", "progress")}
-    models = {role: model_fingerprint(path) for role, path in sorted(systems.names.items())}
-    return job_key(models=models, decode=params, **job)
+    decode = {k: v for k, v in jsonable(config).items() if k not in NOT_IN_JOB_KEY}
+    environment = decode_environment()
+    taken = {"models", "decode", *environment} & set(job)
+    if taken:
+        raise ValueError(f"decode_job_parts: {sorted(taken)} are computed here, not given")
+    models = {role: {"path": str(path), "fingerprint": model_fingerprint(path)}
+              for role, path in sorted(systems.names.items())}
+    return {"models": models, "decode": decode, **environment, **job}
+
+
+def decode_job_key(systems, config, **job) -> str:
+    """job_key over `decode_job_parts`."""
+    return job_key(**decode_job_parts(systems, config, **job))
+
+
+def open_job_cache(cache_dir, systems, config, **job) -> ResumeCache:
+    """The job's ResumeCache under `cache_dir`; a new folder gets a key.json with its parts."""
+    parts = decode_job_parts(systems, config, **job)
+    return ResumeCache(cache_dir, job_key(**parts), parts=parts)
 
 
 def _to_record(generation: dict, rows) -> dict:

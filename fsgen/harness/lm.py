@@ -11,7 +11,10 @@ model_args (lm-eval `key=value,...` or a dict):
     dtype, device                e.g. float32/bfloat16, cpu/cuda (cuda without CUDA: the CPU, with a warning)
     trace, generations           optional paths: written (atomically) after generate_until
     resume_dir                   optional fsgen.resume cache folder: finished requests survive a
-                                 killed job and are not decoded again
+                                 killed job and are not decoded again (keyed by
+                                 fsgen.decoding.resumable.decode_job_parts)
+    job                          optional identity of the workflow job (benchmark, variant, large,
+                                 small | model), part of the resume key and recorded in key.json
 or, from Python: `systems` (a loaded fsgen.decoding.Systems) and `config` (a DecodeConfig).
 
 Built on lm-eval's TemplateLM, which splits context and continuation and handles empty contexts;
@@ -163,6 +166,7 @@ class FsgenLM(TemplateLM):
         trace: str | None = None,
         generations: str | None = None,
         resume_dir: str | None = None,
+        job: dict | None = None,
         systems=None,  # a ready fsgen.decoding.Systems (tests, notebooks, the pipeline); skips loading
         config: DecodeConfig | None = None,  # a ready DecodeConfig; then no decode settings as kwargs
         trust_remote_code: bool = False,
@@ -189,7 +193,7 @@ class FsgenLM(TemplateLM):
         context = min(getattr(m.config, "max_position_embeddings", 2048) for m in models)
         self.max_length = min(int(max_length), context) if max_length else context
         self.trace_path, self.generations_path = trace, generations
-        self.resume_dir = resume_dir
+        self.resume_dir, self.job = resume_dir, job
         self.records: list[dict] = []  # one per generate_until request, see module doc
         self.trace_frames: list[pd.DataFrame] = []
         self.decode_metadata: dict = {}
@@ -266,11 +270,10 @@ class FsgenLM(TemplateLM):
 
         if not self.resume_dir:
             return engine.decode(self.systems, prompts, config, request_ids=request_ids)
-        from fsgen.decoding.resumable import decode_job_key, decode_resumable
-        from fsgen.resume import ResumeCache
+        from fsgen.decoding.resumable import decode_resumable, open_job_cache
 
-        base = replace(self.config, stop=(), max_new_tokens=1)  # per-request options are in the request key
-        with ResumeCache(self.resume_dir, decode_job_key(self.systems, base, tasks=tasks)) as cache:
+        # stop strings and token budget vary per request: they are in the request key
+        with open_job_cache(self.resume_dir, self.systems, config, tasks=tasks, job=self.job) as cache:
             return decode_resumable(self.systems, prompts, config, cache, request_ids=request_ids)
 
     def trace(self) -> pd.DataFrame:
