@@ -115,6 +115,21 @@ def test_gpus_planned_from_config_json(config_json_mirror):
     assert resources.job_gpus(config, pair_job("gsm8k", "oracle", "72B", "0.5B")) == 5
 
 
+def test_gpus_planned_from_the_hub_cache_after_fetch(tmp_path):
+    """`snakemake fetch` leaves config.json in the Hugging Face cache (cache_dir/hub, hub layout)."""
+    for size in SIZES:
+        fields = {k: v for k, v in ARCH[f"Qwen1.5-{size}"].items() if k != "source"}
+        for suffix in ("", "-Chat"):
+            repo = tmp_path / "hub" / f"models--Qwen--Qwen1.5-{size}{suffix}"
+            (repo / "refs").mkdir(parents=True)
+            (repo / "refs" / "main").write_text("0" * 40)
+            (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+            (repo / "snapshots" / ("0" * 40) / "config.json").write_text(json.dumps({**fields, "model_type": "qwen2"}))
+    config = paper(cache_dir=str(tmp_path))
+    assert resources.job_gpus(config, pair_job("gsm8k", "proxy", "72B", "32B")) == 5
+    assert resources.decode_runtime(config, pair_job("gsm8k", "proxy", "72B", "32B"), 1) != 240  # planned
+
+
 def test_gpus_before_fetch_pool_the_weights():
     """No config.json anywhere (a fresh clone): ceil(weights x 1.25 / usable card), usable = 80 GiB
     less 8% and 1.5 GiB."""

@@ -55,9 +55,13 @@ def capped_runtime(config: dict, minutes: int) -> int:
 
 
 # ------------------------------------------------------------------------ architectures
-@lru_cache(maxsize=None)
+_CONFIG_JSON: dict[tuple[str, str], dict] = {}  # found config.json files (a missing one may appear after fetch)
+
+
 def _config_json(path: str, hub_cache: str) -> dict | None:
     """config.json of a local model folder, or of a hub id in the Hugging Face cache, or None."""
+    if (path, hub_cache) in _CONFIG_JSON:
+        return _CONFIG_JSON[path, hub_cache]
     if is_hub_id(path):
         from huggingface_hub import try_to_load_from_cache
 
@@ -67,7 +71,8 @@ def _config_json(path: str, hub_cache: str) -> dict | None:
         file = Path(path).expanduser() / "config.json"
     if file is None or not file.is_file():
         return None
-    return json.loads(file.read_text(encoding="utf-8"))
+    _CONFIG_JSON[path, hub_cache] = json.loads(file.read_text(encoding="utf-8"))
+    return _CONFIG_JSON[path, hub_cache]
 
 
 def model_spec(config: dict, name: str) -> pl.ModelSpec | None:
