@@ -25,9 +25,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from fsgen.harness.tasks import DATA_FORMATS
 from fsgen.pipeline.config import ConfigError
 
-DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")  # fsgen.harness.tasks.DATA_FORMATS
+DATA_SUFFIXES = tuple(DATA_FORMATS)  # .json, .jsonl, .parquet, .csv: what a `data:` entry reads
 FEWSHOT_INFIX = ".fewshot"
 
 
