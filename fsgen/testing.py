@@ -163,3 +163,80 @@ def build_chat_tokenizers(root: str | Path) -> tuple[PreTrainedTokenizerFast, Pr
     base.save_pretrained(str(root / "base"))
     chat = tokenizer_variant(root / "base", root / "chat", eos_token=CHAT_TOKENS[1], chat_template=CHATML_TEMPLATE)
     return PreTrainedTokenizerFast.from_pretrained(str(root / "base")), chat
+
+
+# ------------------------------------------------------------ a stand-in for the Qwen1.5 family
+# Qwen1.5's tokenizer has 151643 regular tokens and three special ones; its embedding matrices have
+# 151936 rows up to 7B and 152064 from 14B on. The stand-ins keep that pattern, scaled down: rows
+# padded to a multiple of ROW_MULTIPLE above the tokenizer, one ROW_MULTIPLE more from 14B on.
+QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+ROW_MULTIPLE = 64
+# size -> (hidden, layers, wider vocabulary rows); all tiny: the point is the shapes, not the sizes
+QWEN15_STANDIN_SIZES = {"0.5B": (16, 1, False), "1.8B": (16, 2, False), "4B": (24, 1, False), "7B": (24, 2, False),
+                        "14B": (32, 1, True), "32B": (32, 2, True), "72B": (48, 2, True)}
+# Qwen1.5-Chat's own template: ChatML with a default system prompt when none is given
+_CHATML_DEFAULT_SYSTEM = ("{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful "
+                          "assistant.<|im_end|>\n{% endif %}" + CHATML_TEMPLATE)
+
+
+def build_qwen_tokenizers(corpus: list[str], vocab_size: int = 1000) -> dict[str, PreTrainedTokenizerFast]:
+    """"base" and "chat" byte-level BPE tokenizers that map every string to the same ids and differ,
+    like Qwen1.5's, only in special tokens (EOS <|endoftext|> vs <|im_end|>) and chat template
+    (the chat one adds a default system prompt)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(QWEN_SPECIALS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(corpus, trainer=trainer)
+    eos = {"base": "<|endoftext|>", "chat": "<|im_end|>"}
+    template = {"base": CHATML_TEMPLATE, "chat": _CHATML_DEFAULT_SYSTEM}
+    return {kind: PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos[kind], pad_token="<|endoftext|>",
+                                          chat_template=template[kind])
+            for kind in ("base", "chat")}
+
+
+def build_qwen_model(out_dir: str | Path, tokenizer: PreTrainedTokenizerFast, hidden_size: int, num_layers: int,
+                     rows: int, seed: int, tie_word_embeddings: bool = False, init_std: float = 0.3,
+                     eos_boost: float = 3.0) -> Path:
+    """A random Qwen2-architecture model with `rows` embedding rows, saved with its tokenizer.
+
+    `eos_boost` scales the output row of the tokenizer's EOS so that greedy generations of a random
+    model mostly end within tens of tokens (without it nearly all run to the token budget: a 512-token
+    budget then costs most of a test's time). No pad_token_id in the config, as Qwen1.5's (it would
+    zero the pad token's embedding row, which is EOS's for the base tokenizer)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=rows, hidden_size=hidden_size, intermediate_size=hidden_size * 2, num_hidden_layers=num_layers,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=8192, initializer_range=init_std,
+        bos_token_id=None, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=tie_word_embeddings,
+    )
+    model = Qwen2ForCausalLM(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight[tokenizer.eos_token_id] *= eos_boost
+    out_dir = Path(out_dir)
+    model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    return out_dir
+
+
+def build_qwen15_standin(root: str | Path, corpus: list[str] | None = None, sizes: dict | None = None) -> dict[str, Path]:
+    """A model mirror (`model_mirror`, fsgen.pipeline.mirror) of the FS-GEN grid's 14 Qwen1.5
+    models: hub id (`Qwen/Qwen1.5-7B`, `Qwen/Qwen1.5-7B-Chat`) -> folder root/<hub id>. Tiny random
+    Qwen2-architecture models, base and -Chat of each size (other weights, same architecture,
+    the tokenizers of `build_qwen_tokenizers`), padded vocabularies as Qwen1.5's, the 0.5B with tied
+    embeddings. `corpus`: text the tokenizer learns its merges from (the benchmarks' documents keep
+    prompts short)."""
+    sizes = sizes or QWEN15_STANDIN_SIZES
+    tokenizers = build_qwen_tokenizers((corpus or []) + _CORPUS)
+    rows = -(-len(tokenizers["base"]) // ROW_MULTIPLE) * ROW_MULTIPLE
+    out = {}
+    for index, (size, (hidden, layers, wider)) in enumerate(sizes.items()):
+        for kind, suffix in (("base", ""), ("chat", "-Chat")):
+            hub_id = f"Qwen/Qwen1.5-{size}{suffix}"
+            out[hub_id] = build_qwen_model(Path(root) / hub_id, tokenizers[kind], hidden, layers,
+                                           rows + (ROW_MULTIPLE if wider else 0), seed=2 * index + (kind == "chat"),
+                                           tie_word_embeddings=size == "0.5B")
+    return out

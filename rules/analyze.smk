@@ -5,6 +5,7 @@
 
 
 localrules:
+    reference,
     job_stats,
     stats_all,
     aggregate,
@@ -34,6 +35,20 @@ rule job_stats:
 rule stats_all:
     input:
         job_files("stats.json"),
+
+
+rule reference:
+    input:
+        config["reference"] or [],
+    output:
+        REFERENCE,
+    log:
+        LOGS / "reference.log",
+    run:  # the published rows under our model names (the -Chat pairs on MT-Bench): fsgen.pipeline.reference
+        from fsgen.pipeline.reference import write_aligned_reference
+
+        renamed = write_aligned_reference(config, input[0], output[0])
+        Path(log[0]).write_text(f"{input[0]} -> {output[0]}: {renamed} row(s) renamed to this config's models\n")
 
 
 rule aggregate:

@@ -51,8 +51,8 @@ wildcard_constraints:
 # ------------------------------------------------------------------------------ path patterns
 # The results layout lives in fsgen.pipeline.paths (fsgen status reads the same places).
 from fsgen.pipeline.paths import (
-    BENCH, FIGURES, JOB_DIR, LOGS, PAIR_DIR, PREFLIGHT, REPORT_HTML, RESULTS, RESUME_DIR, SINGLE_DIR, TABLES,
-    TASK_OVERRIDES, parse_job as job_of_folder,
+    BENCH, FIGURES, JOB_DIR, LOGS, PAIR_DIR, PREFLIGHT, REFERENCE, REPORT_HTML, RESULTS, RESUME_DIR, SINGLE_DIR,
+    TABLES, TASK_OVERRIDES, parse_job as job_of_folder,
 )
 
 CONDA_ENV = "../workflow/envs/fsgen.yaml"  # relative to rules/
@@ -132,14 +132,18 @@ def tuned_base_sidecar(wildcards):
 
 # ------------------------------------------------------------------------- params functions
 def harness_benchmark(name):
-    """The benchmark entry in the harness's format (fsgen.harness.tasks.BENCHMARK_DEFAULTS keys)."""
+    """The benchmark entry in the harness's format (fsgen.harness.tasks.BENCHMARK_DEFAULTS keys);
+    chat_template resolved (null: true for a tuned-model benchmark, fsgen.pipeline.jobs.chat_template)."""
     keys = ("task", "data", "limit", "seed", "num_fewshot", "max_new_tokens", "batch_size", "allow_code_execution")
-    return {k: config["benchmarks"][name][k] for k in keys if k in config["benchmarks"][name]}
+    entry = {k: config["benchmarks"][name][k] for k in keys if k in config["benchmarks"][name]}
+    return {**entry, "chat_template": pj.chat_template(config, name)}
 
 
 def model_entry(name):
+    """A model as a decode job gets it; `gpus` only when the config overrides the plan."""
     m = config["models"][name]
-    return {"name": name, "path": m["path"], "dtype": m["dtype"], "params": m["params"]}
+    entry = {"name": name, "path": m["path"], "dtype": m["dtype"], "params": m["params"]}
+    return {**entry, "gpus": m["gpus"]} if m.get("gpus") is not None else entry
 
 
 def pair_params_models(wildcards):
@@ -162,6 +166,11 @@ def params_benchmark(wildcards):
     return harness_benchmark(wildcards.benchmark)
 
 
+def params_placement(wildcards):
+    """What the job's placement plan needs beyond its models: the longest prompt to plan for."""
+    return {"prompt_tokens": pr.prompt_tokens(config, wildcards.benchmark)}
+
+
 def trained_spec(wildcards):
     """What train_model needs: the name, whether it is a tuned variant and of which base."""
     bases = [n for n, m in config["models"].items() if m.get("tuned") == wildcards.trained]
@@ -179,20 +188,28 @@ def train_priority(wildcards):
 RES = config["resources"]
 
 
-def pair_gpu(wildcards):
-    return pr.job_gpus(config, pair_job(wildcards))
+def job_of(wildcards):
+    """The decode job of a decode_pair or decode_single job's wildcards."""
+    return single_job(wildcards) if hasattr(wildcards, "model") else pair_job(wildcards)
 
 
-def single_gpu(wildcards):
-    return pr.job_gpus(config, single_job(wildcards))
+def decode_gpus(wildcards):
+    """Planned from the job's models (fsgen.pipeline.resources.job_gpus); SLURM's --gpus."""
+    return pr.job_gpus(config, job_of(wildcards))
+
+
+def decode_nodes(wildcards):
+    """One node: a decode job is one process, its GPUs must be on one machine (SLURM's --nodes)."""
+    return 1
 
 
 def decode_mem_mb(wildcards, attempt):
-    return pr.grown(RES["decode_mem_mb"], attempt, RES["growth"])
+    return pr.decode_mem_mb(config, job_of(wildcards), attempt)
 
 
 def decode_runtime(wildcards, attempt):
-    return pr.grown(RES["decode_runtime"], attempt, RES["growth"])
+    """First guess from the models and token budget, grown per retry, capped at max_runtime."""
+    return pr.decode_runtime(config, job_of(wildcards), attempt)
 
 
 def decode_batch_size(wildcards, attempt):
@@ -205,7 +222,7 @@ def score_mem_mb(wildcards, attempt):
 
 
 def score_runtime(wildcards, attempt):
-    return pr.grown(RES["score_runtime"], attempt, RES["growth"])
+    return pr.capped_runtime(config, pr.grown(RES["score_runtime"], attempt, RES["growth"]))
 
 
 def job_constraint():
@@ -298,8 +315,8 @@ def table_files(names):
 
 
 def reference_input(wildcards):
-    """The user's CSV of published frequencies (config reference), when configured."""
-    return {"reference": config["reference"]} if config["reference"] else {}
+    """The published frequencies under this config's model names (rule reference), when configured."""
+    return {"reference": str(REFERENCE)} if config["reference"] else {}
 
 
 ANALYSIS_TABLES = [str(RESULTS / o.path) for o in ao.tables(reference=REF).values()]

@@ -27,7 +27,8 @@ rule counterfactual:
         variant=counterfactual_variant_constraint(),
     threads: RES["decode_threads"]
     resources:
-        gpu=pair_gpu,
+        gpu=decode_gpus,
+        nodes=decode_nodes,
         mem_mb=decode_mem_mb,
         runtime=decode_runtime,
         batch_size=decode_batch_size,

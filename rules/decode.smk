@@ -1,7 +1,9 @@
 # Decoding (GPU jobs on a cluster): one job per pair x method variant x benchmark, and one per single
 # model x benchmark for the small-alone / large-alone baselines, shared by every pair.
 # The batch size is a resource, not a param: it halves on each retry (OOM) without counting as a
-# params change, and a row's result does not depend on it.
+# params change, and a row's result does not depend on it. GPUs, host memory and runtime come from
+# the models' sizes through the placement planner (fsgen.pipeline.resources, docs/slurm.md); nodes=1
+# keeps a multi-GPU job's cards on one machine.
 
 
 rule decode_pair:
@@ -18,11 +20,13 @@ rule decode_pair:
         models=pair_params_models,
         decode=pair_params_decode,
         benchmark=params_benchmark,
+        placement=params_placement,
         include_path=overrides_folder,
         resume_dir=RESUME_DIR,
     threads: RES["decode_threads"]
     resources:
-        gpu=pair_gpu,
+        gpu=decode_gpus,
+        nodes=decode_nodes,
         mem_mb=decode_mem_mb,
         runtime=decode_runtime,
         batch_size=decode_batch_size,
@@ -50,11 +54,13 @@ rule decode_single:
         models=single_params_models,
         decode=single_params_decode,
         benchmark=params_benchmark,
+        placement=params_placement,
         include_path=overrides_folder,
         resume_dir=RESUME_DIR,
     threads: RES["decode_threads"]
     resources:
-        gpu=single_gpu,
+        gpu=decode_gpus,
+        nodes=decode_nodes,
         mem_mb=decode_mem_mb,
         runtime=decode_runtime,
         batch_size=decode_batch_size,

@@ -1,9 +1,13 @@
 # Scoring (CPU): lm-eval replays the recorded generations (the fsgen-replay model) and computes
 # the task's metrics. `run:` executes scripts/score.py in Snakemake's process (fsgen.pipeline.rulescript):
 # a score is 1-3 s of work after 5 s of imports. No `conda:` (Snakemake's own environment has fsgen).
+# A local rule: on a cluster it runs in the controlling Snakemake process too, never as one of
+# hundreds of one-CPU SLURM jobs; MBPP's model-written code so runs (in fsgen.sandbox) on the
+# machine that runs Snakemake (docs/slurm.md, "Scoring and statistics").
 
 
 localrules:
+    score,
     score_all,
     stats_all,
 

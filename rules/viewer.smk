@@ -1,9 +1,11 @@
 # Token-level viewer (fsgen.viewer): one self-contained HTML page per pair x variant x benchmark
 # showing a seeded sample of its requests with the tokens System 2 decided marked, in the
 # report's "Examples" category. In-process like score (fsgen.pipeline.rulescript): a page is well
-# under a second of work. Config: viewer: {requests, seed} (workflow/schemas/config.schema.yaml).
+# under a second of work, so a local rule (never one of hundreds of SLURM jobs).
+# Config: viewer: {requests, seed} (workflow/schemas/config.schema.yaml).
 
 localrules:
+    viewer_page,
     viewer_all,
 
 

@@ -85,27 +85,24 @@ def test_paper_grid_job_counts_and_tuned_benchmark():
     pairs = jobs.expand_pairs(cfg)
     assert len(pairs) == 21
     pair_jobs = jobs.decode_jobs(cfg)
-    # 3 base benchmarks x 4 methods + MT-Bench (chat models) x 3 methods (no proxy)
-    assert len(pair_jobs) == 21 * (3 * 4 + 3)
+    # 4 benchmarks x 4 methods; MT-Bench with the chat pairs, proxy tuning there with the base pair
+    assert len(pair_jobs) == 21 * 4 * 4
     mt = [j for j in pair_jobs if j["benchmark"] == "mtbench"]
-    assert all(j["large"].endswith("-Chat") and j["small"].endswith("-Chat") for j in mt)
-    assert not any(j["variant"] == "proxy" for j in mt)
+    assert all(j["large"].endswith("-Chat") and j["small"].endswith("-Chat") for j in mt if j["variant"] != "proxy")
+    assert not any(j["large"].endswith("-Chat") for j in mt if j["variant"] == "proxy")
     singles = jobs.single_jobs(cfg)
-    assert len(singles) == 7 * 4
+    assert len(singles) == 7 * 3 + 14
     assert len({(s["benchmark"], s["model"]) for s in singles}) == len(singles)
 
 
-def test_job_gpus_sum_or_max():
-    cfg = load("paper.yaml")
-
-    def gpus(large, small, variant):
-        return resources.job_gpus(cfg, {"benchmark": "gsm8k", "variant": variant, "large": large, "small": small})
-
-    assert gpus("Qwen1.5-72B", "Qwen1.5-0.5B", "oracle") == 4  # max
-    cfg["resources"]["pair_gpus"] = "sum"
-    assert gpus("Qwen1.5-72B", "Qwen1.5-32B", "oracle") == 6
-    assert gpus("Qwen1.5-72B", "Qwen1.5-32B", "proxy") == 8  # + 32B-Chat
-    assert resources.job_gpus(cfg, {"benchmark": "gsm8k", "model": "Qwen1.5-72B"}) == 4
+def test_job_gpus_of_cpu_models_and_overrides():
+    cfg = load("config.yaml")  # the demo: every model gpus: 0
+    assert resources.job_gpus(cfg, {"benchmark": "arith", "variant": "proxy", "large": "arith-l", "small": "arith-xs"}) == 0
+    cfg = load("paper.yaml")  # no config.json: weights pooled; an override counts on its own
+    cfg["models"]["Qwen1.5-32B"]["gpus"] = 2
+    job = {"benchmark": "gsm8k", "variant": "oracle", "large": "Qwen1.5-72B", "small": "Qwen1.5-32B"}
+    assert resources.job_gpus(cfg, job) == 2 + 3
+    assert resources.job_gpus(cfg, {"benchmark": "gsm8k", "model": "Qwen1.5-32B"}) == 2
 
 
 def test_retry_shrinks_batch_and_grows_resources():

@@ -9,9 +9,14 @@ import pytest
 
 from test_workflow_support import copy_repo, dry_run_jobs, dry_run_resources, snakemake
 
-# Qwen1.5 sizes of config/paper.yaml -> GPUs per model (written out here, not read from the config)
-PAPER_GPUS = {"0.5B": 1, "1.8B": 1, "4B": 1, "7B": 1, "14B": 1, "32B": 2, "72B": 4}
+# Qwen1.5 sizes of config/paper.yaml -> GPUs per job before `fetch` (no config.json: the weights of
+# the job's models, pooled, x 1.25 over a card's usable 72.1 GiB), written out here, not computed
 PAPER_PARAMS = {"0.5B": 0.5, "1.8B": 1.8, "4B": 4, "7B": 7, "14B": 14, "32B": 32, "72B": 72}
+USABLE_GB = (80 * 0.92 - 1.5) * 2**30 / 1e9
+
+
+def fallback_gpus(*sizes: str) -> int:
+    return -(-sum(PAPER_PARAMS[s] for s in sizes) * 2 * 1.25 // USABLE_GB)
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +42,14 @@ def test_paper_grid_dry_run_with_slurm_executor(repo):
     assert done.returncode == 0, out[-3000:]
     counts = dry_run_jobs(out)
     n_pairs = 7 * 6 // 2
-    # GSM8K, MMLU-STEM, MBPP x {oracle, contrastive, proxy, speculative}; MT-Bench (chat models) x 3
-    assert counts["decode_pair"] == n_pairs * (3 * 4 + 3)
-    assert counts["decode_single"] == 7 * 4  # each model alone, once per benchmark, shared by pairs
+    # GSM8K, MMLU-STEM, MBPP, MT-Bench (chat pairs; proxy on the base pair) x 4 methods
+    assert counts["decode_pair"] == n_pairs * 4 * 4
+    assert counts["decode_single"] == 7 * 3 + 14  # each model a benchmark's pairs use, once, shared by pairs
     assert counts["score"] == counts["decode_pair"] + counts["decode_single"]
     assert counts["job_stats"] == counts["score"]
     # one per oracle job, MT-Bench's included (they skip at run time: no accuracy metric)
     assert counts["counterfactual"] == counts["counterfactual_score"] == n_pairs * 4
-    assert counts["fetch"] == 1 and counts["preflight"] == 1
+    assert counts["fetch"] == 1 and counts["preflight"] == 1 and counts["reference"] == 1
     assert "train_model" not in counts
 
     pair_jobs = dry_run_resources(out, "decode_pair")
@@ -54,19 +59,20 @@ def test_paper_grid_dry_run_with_slurm_executor(repo):
         wc, res = job["wildcards"], job["resources"]
         large, small = size(wc["large"]), size(wc["small"])
         assert PAPER_PARAMS[large] > PAPER_PARAMS[small]
-        # pair_gpus: max -> the larger model's GPUs (the models share them)
-        assert int(res["gpu"]) == PAPER_GPUS[large], job
-        assert int(res["mem_mb"]) == 64000 and int(res["runtime"]) == 720 and int(res["batch_size"]) == 8
+        sizes = (large, small, small) if wc["variant"] == "proxy" else (large, small)  # + the small -Chat
+        assert int(res["gpu"]) == fallback_gpus(*sizes), job
+        assert int(res["nodes"]) == 1 and int(res["batch_size"]) == 8
+        assert int(res["mem_mb"]) == 20 * 1024 and int(res["runtime"]) == 240  # before fetch: the fallbacks
         assert "slurm_extra" not in res
         if wc["benchmark"] == "mtbench":
-            assert wc["large"].endswith("-Chat") and wc["variant"] != "proxy"
+            assert wc["large"].endswith("-Chat") == (wc["variant"] != "proxy")
         seen.add((wc["benchmark"], wc["variant"], wc["large"], wc["small"]))
     assert len(seen) == len(pair_jobs)
     for job in dry_run_resources(out, "decode_single"):
-        assert int(job["resources"]["gpu"]) == PAPER_GPUS[size(job["wildcards"]["model"])]
+        assert int(job["resources"]["gpu"]) == fallback_gpus(size(job["wildcards"]["model"]))
     for job in dry_run_resources(out, "counterfactual"):  # a GPU job like its oracle job
         wc, res = job["wildcards"], job["resources"]
-        assert wc["variant"] == "oracle" and int(res["gpu"]) == PAPER_GPUS[size(wc["large"])]
+        assert wc["variant"] == "oracle" and int(res["gpu"]) == fallback_gpus(size(wc["large"]), size(wc["small"]))
 
 
 def test_demo_dry_run_counts(repo):

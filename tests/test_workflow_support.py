@@ -42,10 +42,7 @@ def copy_repo(dest: Path, stub_scripts: bool | str = "missing") -> Path:
         script = dest / "scripts" / f"{name}.py"
         if stub_scripts is True or (stub_scripts == "missing" and not script.exists()):
             script.write_text(STUB)
-    shared = REPO.parent / "shared"  # config/paper.yaml's reference: ../shared/reference/...
-    if shared.is_dir() and not (dest.parent / "shared").exists():
-        (dest.parent / "shared").symlink_to(shared)
-    return dest
+    return dest  # nothing beside it: config/paper.yaml's reference is inside the project (config/reference/)
 
 
 def snakemake(workdir: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:

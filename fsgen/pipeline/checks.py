@@ -1,7 +1,8 @@
 """Everything the Snakefile checks before building the DAG, each error naming the key at fault.
 
 `load_and_check` rejects duplicate keys in the config files, validates against the JSON schema,
-fills its defaults, then runs `validate_config`: names usable as wildcards and folders, methods
+fills its defaults, redirects hub ids and datasets to the configured mirrors
+(`fsgen.pipeline.mirror`), then runs `validate_config`: names usable as wildcards and folders, methods
 from the registry with only the settings they read, routers that parse, pairs ordered by size,
 tuned variants where proxy tuning or a chat benchmark needs them, known lm-eval tasks, local data
 and reference files that exist.
@@ -12,11 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from fsgen.decoding.methods import METHODS, method_specific_params, pair_methods
+from fsgen.decoding.placement import GPU_MODELS
 from fsgen.pipeline import jobs
 from fsgen.pipeline.config import ConfigError, fill_defaults, load_yaml_unique, validate_schema
+from fsgen.pipeline.mirror import apply_mirrors
 from fsgen.pipeline.task_index import known_task_names
 
 NULL_WORDS = ("null", "none", "~", "")  # `--config reference=null` arrives as the string "null"
+NULLABLE_PATHS = ("reference", "model_mirror", "data_mirror")  # top-level keys where those words mean null
 
 
 def _check_models(models: dict) -> None:
@@ -95,6 +99,9 @@ def validate_config(config: dict, task_names: set[str] | None = None) -> None:
     if config.get("reference") and not Path(config["reference"]).is_file():
         raise ConfigError(f"reference: file {config['reference']!r} does not exist "
                           f"(relative paths are from the working directory)")
+    gpu_type = config.get("resources", {}).get("gpu_type")
+    if gpu_type is not None and gpu_type not in GPU_MODELS:
+        raise ConfigError(f"resources.gpu_type: unknown card {gpu_type!r}; expected one of {', '.join(GPU_MODELS)}")
     clash = set(variants) & set(config.get("benchmarks", {}))
     if clash:
         raise ConfigError(f"methods.{sorted(clash)[0]}: a method variant and a benchmark share this name")
@@ -105,10 +112,12 @@ def load_and_check(config: dict, schema_path, config_files=(), task_include_path
     the semantic checks. Returns config (checked, with defaults)."""
     for path in config_files:
         load_yaml_unique(path)
-    if isinstance(config.get("reference"), str) and config["reference"].strip().lower() in NULL_WORDS:
-        config["reference"] = None
+    for key in NULLABLE_PATHS:
+        if isinstance(config.get(key), str) and config[key].strip().lower() in NULL_WORDS:
+            config[key] = None
     schema = load_yaml_unique(schema_path)
     validate_schema(config, schema)
     fill_defaults(config, schema)
+    apply_mirrors(config)
     validate_config(config, task_names=known_task_names(task_include_paths))
     return config

@@ -22,7 +22,8 @@ from fsgen.pipeline.config import ConfigError
 
 SINGLE = "single"  # the method (and reserved variant name) of single-model baselines
 # Names that are folders of results/ (or the singles folder) and so cannot be wildcard values.
-RESERVED_NAMES = (SINGLE, "tables", "figures", "models", "demo", "tasks", "preflight", "logs", "benchmarks", "fetch")
+RESERVED_NAMES = (SINGLE, "tables", "figures", "models", "demo", "tasks", "preflight", "logs", "benchmarks", "fetch",
+                  "reference")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -146,29 +147,44 @@ def expand_pairs(config: dict) -> list[tuple[str, str]]:
     return out
 
 
-def benchmark_model(config: dict, name: str, benchmark: str) -> str:
-    """The model a benchmark decodes with: the base model, or its tuned variant (`models: tuned`)."""
-    if config["benchmarks"][benchmark].get("models", "base") == "tuned":
-        return config["models"][name]["tuned"]
-    return name
+def tuned_benchmark(config: dict, benchmark: str) -> bool:
+    """Whether a benchmark decodes with the tuned variants (`models: tuned`, the chat benchmarks)."""
+    return config["benchmarks"][benchmark].get("models", "base") == "tuned"
 
 
-def benchmark_variants(config: dict, benchmark: str) -> list[str]:
-    """Variants run on a benchmark; a method that loads the small model's tuned variant (proxy
-    tuning) needs base models, so a benchmark that decodes with the tuned variants skips it."""
-    tuned = config["benchmarks"][benchmark].get("models", "base") == "tuned"
-    return [v for v, s in expand_variants(config).items() if not (tuned and get_method(s["method"]).needs_tuned_small)]
+def chat_template(config: dict, benchmark: str) -> bool:
+    """Whether a benchmark's prompts are rendered with the tokenizer's chat template: the entry's
+    `chat_template`, or (null) true exactly when it decodes with the tuned (chat) variants."""
+    value = config["benchmarks"][benchmark].get("chat_template")
+    return tuned_benchmark(config, benchmark) if value is None else bool(value)
+
+
+def method_pair(config: dict, benchmark: str, method, large: str, small: str) -> tuple[str, str]:
+    """(large, small) a pair job of registry method `method` decodes `benchmark` with, for the base
+    pair (large, small): the tuned variants on a `models: tuned` benchmark, except for a method
+    that loads the small model's tuned variant itself (proxy tuning), which keeps the base pair:
+    proxy tuning steers the base large model with (small tuned - small), as in the FS-GEN paper's
+    MT-Bench proxy points."""
+    if not tuned_benchmark(config, benchmark) or method.needs_tuned_small:
+        return large, small
+    return config["models"][large]["tuned"], config["models"][small]["tuned"]
+
+
+def pair_models(config: dict, benchmark: str, variant: str, large: str, small: str) -> tuple[str, str]:
+    """`method_pair` for a configured variant."""
+    return method_pair(config, benchmark, variant_method(config, variant), large, small)
 
 
 def decode_jobs(config: dict) -> list[dict]:
-    """Every pair job: {benchmark, variant, large, small}."""
+    """Every pair job: {benchmark, variant, large, small} (every variant on every benchmark)."""
     pairs = expand_pairs(config)
-    return [
-        {"benchmark": b, "variant": v, "large": benchmark_model(config, lg, b), "small": benchmark_model(config, sm, b)}
-        for b in config.get("benchmarks", {})
-        for v in benchmark_variants(config, b)
-        for lg, sm in pairs
-    ]
+    jobs = []
+    for b in config.get("benchmarks", {}):
+        for v in expand_variants(config):
+            for lg, sm in pairs:
+                large, small = pair_models(config, b, v, lg, sm)
+                jobs.append({"benchmark": b, "variant": v, "large": large, "small": small})
+    return jobs
 
 
 def counterfactual_variants(config: dict) -> list[str]:
@@ -187,14 +203,14 @@ def counterfactual_jobs(config: dict) -> list[dict]:
 
 
 def single_jobs(config: dict) -> list[dict]:
-    """Every single-model baseline {benchmark, model}: each model of a pair, once per benchmark."""
-    pairs = expand_pairs(config)
-    jobs = []
+    """Every single-model baseline {benchmark, model}: each large or small model of a benchmark's
+    pair jobs, once (a pair's statistics compare with its large-alone and small-alone runs), by size."""
+    pair_jobs, jobs = decode_jobs(config), []
     for b in config.get("benchmarks", {}):
         seen = []
-        for lg, sm in pairs:
-            for name in (benchmark_model(config, lg, b), benchmark_model(config, sm, b)):
-                if name not in seen:
+        for job in pair_jobs:
+            for name in (job["large"], job["small"]):
+                if job["benchmark"] == b and name not in seen:
                     seen.append(name)
         jobs += [{"benchmark": b, "model": name} for name in sorted(seen, key=lambda n: model_params(config, n))]
     return jobs

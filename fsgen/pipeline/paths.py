@@ -23,6 +23,7 @@ TABLES = RESULTS / "tables"
 FIGURES = RESULTS / "figures"
 TASK_OVERRIDES = RESULTS / "tasks" / "overrides.json"
 PREFLIGHT = RESULTS / "preflight" / "preflight.json"
+REFERENCE = RESULTS / "reference" / "published.csv"  # config `reference`, under our model names (rule reference)
 SUMMARY = RESULTS / "summary.md"
 REPORT_HTML = RESULTS / "report.html"
 

@@ -126,7 +126,8 @@ def _model_groups(config: dict, problems: list[str]) -> list[tuple[str, list[str
         for name in names:
             if name not in models:
                 problems.append(f"pairs.{label}: model {name!r} has no entry under models")
-        # proxy tuning runs on the base pairs only (a tuned-model benchmark skips it)
+        # proxy tuning runs on the base pairs, on every benchmark (a tuned-model one too:
+        # fsgen.pipeline.jobs.method_pair), with the small model's tuned variant
         tuned = models.get(small, {}).get("tuned") if (large, small) in base else None
         if proxy and not tuned and small in models and (large, small) in base:
             problems.append(f"models.{small}.tuned: proxy tuning of pair {label} needs a tuned variant "
