@@ -115,13 +115,9 @@ def single_decode_inputs(wildcards):
 
 
 def task_override_inputs(wildcards):
-    """Local data files of the benchmarks (demo data is made by rule demo_data)."""
-    return [b["data"]["path"] for b in config["benchmarks"].values() if b.get("data")]
-
-
-def all_model_inputs(wildcards):
-    names = {n for j in PAIR_JOBS + SINGLE_JOBS for n in pj.job_models(config, j).values()}
-    return model_inputs(sorted(names))
+    """The benchmark's local data files (demo data is made by rule demo_data)."""
+    data = config["benchmarks"][wildcards.benchmark].get("data") or {}
+    return [data[key] for key in ("path", "fewshot_path") if data.get(key)]
 
 
 def tuned_base_sidecar(wildcards):
@@ -131,6 +127,18 @@ def tuned_base_sidecar(wildcards):
 
 
 # ------------------------------------------------------------------------- params functions
+def overrides_benchmark(wildcards):
+    """What a benchmark's derived task depends on: its task and local data (not its limit, seed,
+    budget or batch size, which reach the jobs through their own params)."""
+    bench = config["benchmarks"][wildcards.benchmark]
+    return {"task": bench["task"], "data": bench.get("data")}
+
+
+def fetch_benchmarks():
+    """What fetch downloads per benchmark: its task's dataset unless it has local data."""
+    return {b: {"task": e["task"], "data": e.get("data")} for b, e in config["benchmarks"].items()}
+
+
 def harness_benchmark(name):
     """The benchmark entry in the harness's format (fsgen.harness.tasks.BENCHMARK_DEFAULTS keys);
     chat_template resolved (null: true for a tuned-model benchmark, fsgen.pipeline.jobs.chat_template)."""

@@ -48,7 +48,7 @@ rule counterfactual_score:
         samples=PAIR_DIR / "samples.jsonl",
         generations=PAIR_DIR / "generations.jsonl",
         metrics=PAIR_DIR / "metrics.json",
-        overrides=ancient(TASK_OVERRIDES),
+        overrides=TASK_OVERRIDES,  # per benchmark: its task or data changed -> its jobs rerun
         code=[*SCORE_CODE, *COUNTERFACTUAL_SCORE_CODE, script_file("counterfactual_score")],
     output:
         counterfactual=PAIR_DIR / COUNTERFACTUAL_OUTPUT,

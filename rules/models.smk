@@ -7,6 +7,7 @@ localrules:
     demo_data,
     fetch,
     task_overrides,
+    preflight_benchmark,
     preflight,
     models_all,
 
@@ -74,7 +75,7 @@ rule fetch:
         FETCH_MANIFEST,
     params:
         models={n: config["models"][n]["path"] for n in pj.hub_models(config)},
-        benchmarks={b: harness_benchmark(b) for b in config["benchmarks"]},
+        benchmarks=fetch_benchmarks(),
         tasks_dir=str(TASKS_DIR),
         cache_dir=output_folder,
     log:
@@ -85,35 +86,42 @@ rule fetch:
         "../scripts/fetch.py"
 
 
+# The setup rules below run before the decode jobs and must not rerun for changes that do not
+# change what they write: a setup job that reruns hides, for that invocation, the params changes
+# of every decode job downstream of it (Snakemake does not re-check jobs below a rerunning job
+# whose connecting input is ancient). So they are per benchmark, their params hold only what
+# determines their output, and preflight reads the rest of the config without tracking it.
 rule task_overrides:
     input:
         task_override_inputs,
     output:
         TASK_OVERRIDES,
     params:
-        benchmarks={b: harness_benchmark(b) for b in config["benchmarks"]},
+        benchmark=overrides_benchmark,
         tasks_dir=str(TASKS_DIR),
     log:
-        LOGS / "task_overrides.log",
+        LOGS / "task_overrides" / "{benchmark}.log",
     conda:
         CONDA_ENV
     script:
         "../scripts/task_overrides.py"
 
 
-rule preflight:
+rule preflight_benchmark:
     input:
-        models=all_model_inputs,
         overrides=TASK_OVERRIDES,
-        fetched=ancient(FETCH_MANIFEST),
     output:
         PREFLIGHT,
     params:
-        config=effective_config(),  # the whole checked config: preflight sees every model, router, task
         include_path=overrides_folder,
     log:
-        LOGS / "preflight.log",
+        LOGS / "preflight" / "{benchmark}.log",
     conda:
         CONDA_ENV
     script:
         "../scripts/preflight.py"
+
+
+rule preflight:  # the target: every benchmark's preflight
+    input:
+        expand(str(PREFLIGHT), benchmark=config["benchmarks"]),

@@ -15,7 +15,7 @@ localrules:
 rule score:
     input:
         samples=JOB_DIR / "samples.jsonl",
-        overrides=ancient(TASK_OVERRIDES),
+        overrides=TASK_OVERRIDES,  # per benchmark: its task or data changed -> its jobs rerun
         code=[*SCORE_CODE, script_file("score")],
     output:
         metrics=JOB_DIR / "metrics.json",

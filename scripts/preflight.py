@@ -1,11 +1,16 @@
-"""Rule preflight (CPU, before every decode job): fsgen.pipeline.preflight over the whole config.
+"""Rule preflight_benchmark (CPU, before a benchmark's decode jobs): fsgen.pipeline.preflight.
+
+The config is the whole checked config of this run (`snakemake.config`), read, not tracked as a
+param: a config edit must not rerun preflight (a rerunning setup job hides the params changes of
+the decode jobs below it for that invocation; rules/models.smk). What the config names is checked
+for one benchmark (wildcard): its task and data, the models of its jobs, the routers; learned
+router files are also checked when the DAG is built (fsgen.pipeline.checks).
 
 On success writes output[0] (JSON stamp: what was checked, with each model's fingerprint);
 otherwise fails listing every problem, one line each naming the config key and model/task, and
-nothing is decoded (every decode rule takes the stamp as input).
+the benchmark's decode jobs do not start.
 
-params: config (the whole checked config, as the Snakefile has it), include_path (derived task
-YAMLs); log[0].
+params: include_path (the benchmark's derived task YAMLs); wildcards: benchmark; log[0].
 """
 
 import logging
@@ -22,8 +27,9 @@ from fsgen import atomic  # noqa: E402
 from fsgen.fingerprint import model_fingerprint  # noqa: E402
 from fsgen.pipeline.preflight import preflight, used_models, used_pairs  # noqa: E402
 
-config = dict(snakemake.params.config)
-problems = preflight(config, include_path=getattr(snakemake.params, "include_path", None))
+benchmark = snakemake.wildcards.benchmark
+whole = dict(snakemake.config)
+problems = preflight(whole, include_path=getattr(snakemake.params, "include_path", None), benchmark=benchmark)
 if problems:
     for problem in problems:
         log.error(problem)
@@ -31,13 +37,16 @@ if problems:
     print(message, file=sys.stderr)
     sys.exit(1)
 
+config = {**whole, "benchmarks": {benchmark: whole["benchmarks"][benchmark]}}
 models = config["models"]
-used = used_models(config)
+checked = [n for n in used_models(config) if not models[n].get("train")]
 stamp = {
     "ok": True,
-    "models": {n: {"path": models[n]["path"], "fingerprint": model_fingerprint(str(models[n]["path"]))} for n in used},
+    "benchmark": benchmark,
+    "models": {n: {"path": models[n]["path"], "fingerprint": model_fingerprint(str(models[n]["path"]))}
+               for n in checked},
+    "trained_models_checked_by_their_jobs": sorted(n for n in used_models(config) if models[n].get("train")),
     "pairs": [list(p) for p in used_pairs(config)],
-    "benchmarks": sorted(config["benchmarks"]),
 }
 atomic.write_json(snakemake.output[0], stamp)
-log.info("preflight passed: %d models, %d pairs, %d benchmarks", len(used), len(stamp["pairs"]), len(stamp["benchmarks"]))
+log.info("preflight passed for %s: %d models, %d pairs", benchmark, len(checked), len(stamp["pairs"]))

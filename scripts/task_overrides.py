@@ -1,11 +1,11 @@
-"""Rule task_overrides: derived lm-eval task YAMLs for benchmarks with local data.
+"""Rule task_overrides: the derived lm-eval task YAML of one benchmark with local data.
 
-input: the local data files (any); output[0]: results/tasks/overrides.json (manifest; the YAMLs
-are written next to it, so its folder is the include_path of decode/score jobs);
-params: benchmarks (name -> harness entry), tasks_dir (fsgen/harness/lm_eval_tasks); log[0].
+input: the benchmark's local data files; output[0]: results/tasks/<benchmark>/overrides.json
+(manifest; the YAML is written next to it, so its folder is the benchmark's include_path for
+its decode and score jobs); params: benchmark ({task, data}: what the derived task depends on),
+tasks_dir (fsgen/harness/lm_eval_tasks); wildcards: benchmark; log[0].
 """
 
-import json
 import logging
 from pathlib import Path
 
@@ -17,7 +17,8 @@ snakemake = globals()["snakemake"]  # noqa: F821 - injected by Snakemake
 log_to(snakemake.log[0])
 
 out = Path(snakemake.output[0])
-include_path = write_task_overrides(snakemake.params.benchmarks, out.parent, tasks_dir=snakemake.params.tasks_dir)
-manifest = {b: task_name(e) for b, e in snakemake.params.benchmarks.items()}
+benchmarks = {snakemake.wildcards.benchmark: dict(snakemake.params.benchmark)}
+include_path = write_task_overrides(benchmarks, out.parent, tasks_dir=snakemake.params.tasks_dir)
+manifest = {b: task_name(e) for b, e in benchmarks.items()}
 logging.info("include_path %s; tasks %s", include_path, manifest)
-atomic.write_text(out, json.dumps({"include_path": include_path, "tasks": manifest}, indent=2) + "\n")
+atomic.write_json(out, {"include_path": include_path, "tasks": manifest})

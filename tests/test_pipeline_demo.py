@@ -133,8 +133,8 @@ def test_parameter_change_reruns_only_what_depends_on_it(demo):
     ran = dry_run_jobs(out)  # a real run prints the same "Job stats" table before it starts
     n_pairs = len(expand_pairs(config))
     assert ran.get("decode_pair") == n_pairs  # the speculative pairs, no other method
-    # preflight re-checks the changed config (cheap, before any decode); nothing else reruns
     assert "decode_single" not in ran and "train_model" not in ran
+    assert "preflight_benchmark" not in ran and "task_overrides" not in ran  # setup jobs never hide a params change
     assert ran.get("score") == n_pairs and ran.get("job_stats") == n_pairs
     trace_meta = read_json(repo / "results" / "arith" / "speculative" / "arith-l__arith-xs" / "stats.json")
     assert trace_meta["job"]["k"] == 3

@@ -220,10 +220,11 @@ class Params(SimpleNamespace):
 
 
 def run_script(world, tmp_path, config):
-    out = tmp_path / "preflight" / "preflight.json"
+    """scripts/preflight.py as the rule runs it: the whole config is snakemake.config, one benchmark."""
+    out = tmp_path / "preflight" / "echo.json"
     (tmp_path / "preflight.log").unlink(missing_ok=True)
     fake = SimpleNamespace(
-        params=Params(config=config, include_path=world.tasks),
+        config=config, params=Params(include_path=world.tasks), wildcards=SimpleNamespace(benchmark="echo"),
         output=[str(out)], log=[str(tmp_path / "preflight.log")], input=[],
     )
     script = Path(__file__).resolve().parents[1] / "scripts" / "preflight.py"

@@ -44,12 +44,17 @@ def test_paper_grid_dry_run_with_slurm_executor(repo):
     n_pairs = 7 * 6 // 2
     # GSM8K, MMLU-STEM, MBPP, MT-Bench (chat pairs; proxy on the base pair) x 4 methods
     assert counts["decode_pair"] == n_pairs * 4 * 4
-    assert counts["decode_single"] == 7 * 3 + 14  # each model a benchmark's pairs use, once, shared by pairs
+    # each model a benchmark's pairs use, once, shared by pairs; on the three base benchmarks also the
+    # -Chat variants of the 6 models that are ever the large model (proxy tuning's reference)
+    assert counts["decode_single"] == 7 * 3 + 14 + 6 * 3
     assert counts["score"] == counts["decode_pair"] + counts["decode_single"]
     assert counts["job_stats"] == counts["score"]
     # one per oracle job, MT-Bench's included (they skip at run time: no accuracy metric)
     assert counts["counterfactual"] == counts["counterfactual_score"] == n_pairs * 4
-    assert counts["fetch"] == 1 and counts["preflight"] == 1 and counts["reference"] == 1
+    # per benchmark (a change of one benchmark's task or data reruns only its jobs); fetch is a
+    # target of its own (`snakemake fetch`, where there is internet), not an input of the run
+    assert counts["task_overrides"] == counts["preflight_benchmark"] == 4 and counts["preflight"] == 1
+    assert "fetch" not in counts and counts["reference"] == 1
     assert "train_model" not in counts
 
     pair_jobs = dry_run_resources(out, "decode_pair")
@@ -82,15 +87,15 @@ def test_demo_dry_run_counts(repo):
     counts = dry_run_jobs(out)
     methods = 8  # oracle, 2 entropy routers, contrastive, proxy, speculative, 2 seeds of sampled speculative
     assert counts["decode_pair"] == 6 * methods
-    assert counts["decode_single"] == 4
-    assert counts["train_model"] == 7  # 4 base + 3 tuned
+    assert counts["decode_single"] == 4 + 3  # each model alone, and the tuned variants of the larges (proxy's reference)
+    assert counts["train_model"] == 8  # 4 base + 4 tuned (arith-l-tuned: the reference of proxy tuning)
     assert counts["counterfactual"] == counts["counterfactual_score"] == 6  # the oracle (router always) jobs
     for job in dry_run_resources(out, "decode_pair") + dry_run_resources(out, "counterfactual"):
         assert int(job["resources"]["gpu"]) == 0
 
 
 STAGE_TARGETS = {  # target -> a rule it must bring in
-    "fetch": "fetch", "models_all": "train_model", "preflight": "preflight", "decode_all": "decode_single",
+    "fetch": "fetch", "models_all": "train_model", "preflight": "preflight_benchmark", "decode_all": "decode_single",
     "score_all": "score", "stats_all": "job_stats", "counterfactual_all": "counterfactual_score",
 }
 

@@ -81,7 +81,19 @@ def test_method_parameter_change_reruns_only_that_method(repo):
     assert counts.get("decode_pair") == 3  # the 3 contrastive pairs, nothing else decodes
     assert "decode_single" not in counts and "train_model" not in counts
     assert counts.get("score") == 3 and counts.get("job_stats") == 3
-    assert "preflight" not in counts and "task_overrides" not in counts
+    assert "preflight_benchmark" not in counts and "task_overrides" not in counts
+
+
+def test_benchmark_parameter_change_reruns_that_benchmarks_jobs(repo):
+    """A benchmark's limit changes what its jobs decode, not its derived task or its preflight: no
+    setup job reruns, so none hides the decode jobs' params change (rules/models.smk)."""
+    cfg = small_config()
+    cfg["benchmarks"]["arith"]["limit"] = 8
+    write_config(repo / "config" / "small_limit.yaml", cfg)
+    done = snakemake(repo, "-n", "--configfile", "config/small_limit.yaml", "--quiet", "rules")
+    counts = dry_run_jobs(done.stdout + done.stderr)
+    assert counts.get("decode_pair") == 9 and counts.get("decode_single") == 3, counts
+    assert "preflight_benchmark" not in counts and "task_overrides" not in counts and "fetch" not in counts
 
 
 def test_analysis_code_change_reruns_analyses_only(repo):

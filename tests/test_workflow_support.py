@@ -144,6 +144,8 @@ BAD_CONFIGS = {
                              "methods.single: name must"),
     "negative_gpus": (_set(["models", "arith-l", "gpus"], -1), "models.arith-l.gpus"),
     "reference_missing": (_set(["reference"], "no/such/reference.csv"), "reference: file 'no/such/reference.csv' does not exist"),
+    "learned_router_missing": (_set(["methods", "oracle_entropy", "routers"], ["entropy:0.5", "learned:no/router.joblib"]),
+                               "methods.oracle_entropy.routers[1]: learned router file 'no/router.joblib' does not exist"),
 }
 
 

@@ -56,6 +56,19 @@ def _check_methods(methods: dict) -> None:
             if spec.get(param) is not None and method.name not in methods_reading:
                 raise ConfigError(f"methods.{name}.{param}: {param} only applies to method "
                                   f"{' and '.join(methods_reading)}, not {method.name}")
+        _check_learned_routers(name, spec)
+
+
+def _check_learned_routers(name: str, spec: dict) -> None:
+    """A learned router's file must exist when the DAG is built (cheap), not first on a GPU node;
+    preflight checks it again, but a config edit does not rerun preflight."""
+    keys = [(f"methods.{name}.routers[{i}]", r) for i, r in enumerate(spec.get("routers") or [])]
+    keys += [(f"methods.{name}.router", spec["router"])] if "router" in spec else []
+    for key, router in keys:
+        parsed = jobs.router_spec(router, key)
+        if parsed.kind == "learned" and not Path(parsed.path).is_file():
+            raise ConfigError(f"{key}: learned router file {parsed.path!r} does not exist "
+                              f"(train one with `fsgen train-router`; relative paths are from the working directory)")
 
 
 def _check_benchmarks(config: dict, pairs, variants: dict, task_names) -> None:

@@ -203,15 +203,18 @@ def counterfactual_jobs(config: dict) -> list[dict]:
 
 
 def single_jobs(config: dict) -> list[dict]:
-    """Every single-model baseline {benchmark, model}: each large or small model of a benchmark's
-    pair jobs, once (a pair's statistics compare with its large-alone and small-alone runs), by size."""
+    """Every single-model baseline {benchmark, model}, once per benchmark, by size: each large or
+    small model of the benchmark's pair jobs (a pair's statistics compare with its large-alone
+    and small-alone runs) and, for proxy tuning, the large model's tuned variant (the model that
+    proxy tuning approximates: the reference of its gap share)."""
     pair_jobs, jobs = decode_jobs(config), []
     for b in config.get("benchmarks", {}):
         seen = []
-        for job in pair_jobs:
-            for name in (job["large"], job["small"]):
-                if job["benchmark"] == b and name not in seen:
-                    seen.append(name)
+        for job in (j for j in pair_jobs if j["benchmark"] == b):
+            names = [job["large"], job["small"]]
+            if variant_method(config, job["variant"]).needs_tuned_small:
+                names.append(config["models"][job["large"]].get("tuned"))
+            seen += [name for name in names if name and name not in seen]
         jobs += [{"benchmark": b, "model": name} for name in sorted(seen, key=lambda n: model_params(config, n))]
     return jobs
 

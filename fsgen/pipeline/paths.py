@@ -21,8 +21,9 @@ BENCH = RESULTS / "benchmarks"  # Snakemake's benchmark files (run time, memory)
 RESUME_DIR = RESULTS / ".resume"
 TABLES = RESULTS / "tables"
 FIGURES = RESULTS / "figures"
-TASK_OVERRIDES = RESULTS / "tasks" / "overrides.json"
-PREFLIGHT = RESULTS / "preflight" / "preflight.json"
+# per benchmark, so that a change of one benchmark's task or data reruns only that benchmark's jobs
+TASK_OVERRIDES = RESULTS / "tasks" / "{benchmark}" / "overrides.json"  # its folder: the benchmark's include path
+PREFLIGHT = RESULTS / "preflight" / "{benchmark}.json"
 REFERENCE = RESULTS / "reference" / "published.csv"  # config `reference`, under our model names (rule reference)
 SUMMARY = RESULTS / "summary.md"
 REPORT_HTML = RESULTS / "report.html"

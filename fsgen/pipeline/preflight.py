@@ -148,6 +148,8 @@ def check_models(config: dict, problems: list[str]) -> None:
     groups = _model_groups(config, problems)
     resolvable = {}
     for name in dict.fromkeys(n for _, names in groups for n in names):
+        if models[name].get("train"):
+            continue  # made by the workflow (the demo family); its decode jobs check it before loading weights
         problem = model_problem(str(models[name]["path"]))
         if problem:
             problems.append(f"models.{name}.path: {problem}")
@@ -289,12 +291,18 @@ def check_routers(config: dict, problems: list[str]) -> None:
 # ---------------------------------------------------------------- entry points
 
 
-def preflight(config: dict, include_path=None, include_defaults: bool | None = None) -> list[str]:
+def preflight(config: dict, include_path=None, include_defaults: bool | None = None,
+              benchmark: str | None = None) -> list[str]:
     """Every problem found, one line each (empty: the config can run).
 
     `include_path`: the folder of derived task YAMLs (rule task_overrides). `include_defaults`:
     search lm-eval's built-in tasks (None: only when a task is not under our include paths).
+    `benchmark`: check that benchmark only (its task, data, the models of its jobs; the workflow
+    runs one preflight per benchmark). Models the workflow trains are checked by their decode
+    jobs (tokenizers before weights), as they do not exist before training.
     """
+    if benchmark is not None:
+        config = {**config, "benchmarks": {benchmark: config["benchmarks"][benchmark]}}
     problems: list[str] = []
     check_models(config, problems)
     check_benchmarks(config, include_path, problems, include_defaults)
@@ -302,7 +310,8 @@ def preflight(config: dict, include_path=None, include_defaults: bool | None = N
     return [" ".join(p.split()) for p in problems]
 
 
-def check_or_raise(config: dict, include_path=None, include_defaults: bool | None = None) -> None:
-    problems = preflight(config, include_path, include_defaults)
+def check_or_raise(config: dict, include_path=None, include_defaults: bool | None = None,
+                   benchmark: str | None = None) -> None:
+    problems = preflight(config, include_path, include_defaults, benchmark)
     if problems:
         raise PreflightError(f"preflight found {len(problems)} problem(s); nothing was decoded:\n" + "\n".join(problems))
