@@ -91,7 +91,7 @@ def test_paper_grid_job_counts_and_tuned_benchmark():
     assert all(j["large"].endswith("-Chat") and j["small"].endswith("-Chat") for j in mt if j["variant"] != "proxy")
     assert not any(j["large"].endswith("-Chat") for j in mt if j["variant"] == "proxy")
     singles = jobs.single_jobs(cfg)
-    assert len(singles) == 7 * 3 + 14
+    assert len(singles) == 7 * 3 + 14 + 6 * 3  # + the -Chat of every large model on the base benchmarks (proxy's reference)
     assert len({(s["benchmark"], s["model"]) for s in singles}) == len(singles)
 
 

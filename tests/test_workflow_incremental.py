@@ -17,6 +17,8 @@ DECODE_RULES = {"decode_pair", "decode_single"}
 
 
 def small_config() -> dict:
+    """3 models (3 pairs) x oracle, contrastive, proxy on 10 documents: 9 pair jobs and 4 singles
+    (each model alone, and arith-s-tuned: the tuned large of a proxy pair, its reference)."""
     cfg = demo_config()
     keep = ["arith-xs", "arith-s", "arith-m"]
     cfg["models"] = {n: m for n, m in cfg["models"].items() if n in keep or n in ("arith-xs-tuned", "arith-s-tuned")}
@@ -92,25 +94,25 @@ def test_benchmark_parameter_change_reruns_that_benchmarks_jobs(repo):
     write_config(repo / "config" / "small_limit.yaml", cfg)
     done = snakemake(repo, "-n", "--configfile", "config/small_limit.yaml", "--quiet", "rules")
     counts = dry_run_jobs(done.stdout + done.stderr)
-    assert counts.get("decode_pair") == 9 and counts.get("decode_single") == 3, counts
+    assert counts.get("decode_pair") == 9 and counts.get("decode_single") == 4, counts
     assert "preflight_benchmark" not in counts and "task_overrides" not in counts and "fetch" not in counts
 
 
 def test_analysis_code_change_reruns_analyses_only(repo):
     counts = planned_after_edit(repo, "fsgen/analysis/stats.py")
-    assert counts.get("job_stats") == 9 + 3
+    assert counts.get("job_stats") == 9 + 4
     assert not DECODE_RULES & set(counts) and "score" not in counts and "train_model" not in counts
 
 
 def test_decoding_code_change_reruns_decode_jobs_not_training(repo):
     counts = planned_after_edit(repo, "fsgen/decoding/engine.py")
-    assert counts.get("decode_pair") == 9 and counts.get("decode_single") == 3
+    assert counts.get("decode_pair") == 9 and counts.get("decode_single") == 4
     assert "train_model" not in counts and "demo_data" not in counts
 
 
 def test_scoring_code_change_reruns_scores_not_decoding(repo):
     counts = planned_after_edit(repo, "fsgen/harness/replay.py")
-    assert counts.get("score") == 12
+    assert counts.get("score") == 13
     assert not DECODE_RULES & set(counts)
 
 
