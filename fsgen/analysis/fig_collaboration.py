@@ -91,10 +91,29 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float, np.floating)) and bool(np.isfinite(value))
 
 
-def _scaling_series(ax, fit: pd.Series, pts: pd.DataFrame, bench: str, color: str, alternative: bool) -> None:
-    """One benchmark's points and fitted curve in a scaling panel; the legend carries R² or the status."""
-    status = str(fit.get("status", "ok"))
+BAND_SCHEMES = ("requests", "pairs")  # the band drawn: requests resampled within jobs when there is one
+
+
+def band_of(bands: pd.DataFrame, source: str, variant: str, bench: str, form: str) -> pd.DataFrame:
+    """The bootstrap band of one fitted form (`scaling_bands` rows), requests scheme first."""
+    if bands.empty:
+        return bands
+    rows = bands[(bands["source"] == source) & (bands["variant"] == variant) & (bands["benchmark"] == bench)
+                 & (bands["form"] == form)]
+    for scheme in BAND_SCHEMES:
+        if (rows["scheme"] == scheme).any():
+            return rows[rows["scheme"] == scheme]
+    return rows
+
+
+def _scaling_series(ax, fit: pd.Series, pts: pd.DataFrame, bench: str, color: str, alternative: bool,
+                    band: pd.DataFrame) -> None:
+    """One benchmark's points, fitted curve and its 95% bootstrap band in a scaling panel; the legend
+    carries R² or the status."""
+    status, at_bound = str(fit.get("status", "ok")), fit.get("at_bound")
     note = "" if status == "ok" else f", {status}"
+    if isinstance(at_bound, str) and at_bound:  # the long reason is in the table and the caption
+        note = f", at bound: {at_bound.replace(',', ', ')} (not identified)"
     if alternative:
         x = pts["small_params"].to_numpy(float) / 1e9
         r2 = fit.get("alt_r2")
@@ -102,6 +121,9 @@ def _scaling_series(ax, fit: pd.Series, pts: pd.DataFrame, bench: str, color: st
         if _finite(fit.get("alt_c")) and len(x):
             curve = np.geomspace(x.min(), x.max(), 50)
             ax.plot(curve, fit["alt_c"] + fit["alt_d"] * np.log(curve), color=color, lw=1.2)
+        if len(band):
+            ax.fill_between(band["small_params"].to_numpy(float) / 1e9, band["low"], band["high"], color=color,
+                            alpha=0.15, lw=0)
         ax.set_xscale("log")
         sizes = np.unique(x[np.isfinite(x)])
         ax.set_xticks(sizes, [f"{v:g}" for v in sizes])
@@ -115,11 +137,16 @@ def _scaling_series(ax, fit: pd.Series, pts: pd.DataFrame, bench: str, color: st
     if _finite(fit.get("a")) and len(ratio):
         curve = np.geomspace(ratio.min(), ratio.max(), 50)
         ax.plot(curve ** -alpha, power_law(curve, fit["a"], alpha, fit["b"]), color=color, lw=1.2)
+    if len(band):
+        ax.fill_between(band["ratio"].to_numpy(float) ** -alpha, band["low"], band["high"], color=color, alpha=0.15,
+                        lw=0)
     ax.set_xlabel("r^(−α)")
 
 
 def _scaling_panels(tables, fits, residuals, alternative: bool):
     fits, residuals = table({"f": fits}, "f"), table({"r": residuals}, "r")
+    bands = table(tables, "scaling_bands")
+    form = "log_small" if alternative else "power"
     if fits.empty or residuals.empty:
         return "no pair jobs to fit"
     always = set(always_jobs(tables).get("variant", pd.Series(dtype=object)))
@@ -143,7 +170,8 @@ def _scaling_panels(tables, fits, residuals, alternative: bool):
                 pts = residuals[(residuals["source"] == source) & (residuals["variant"] == variant)
                                 & (residuals["benchmark"] == bench)].dropna(subset=["freq"])
                 if len(fit) and len(pts):
-                    _scaling_series(ax, fit.iloc[0], pts, bench, f"C{j}", alternative)
+                    band = band_of(bands, source, variant, bench, form)
+                    _scaling_series(ax, fit.iloc[0], pts, bench, f"C{j}", alternative, band)
             ax.set_title(f"{source}: {variant}")
             ax.set_ylabel("collaboration frequency")
             if ax.get_legend_handles_labels()[0]:

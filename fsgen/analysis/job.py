@@ -15,6 +15,9 @@ import pandas as pd
 from fsgen import atomic
 from fsgen.analysis.routing import offline_router_curves
 from fsgen.analysis.acceptance import predicted_acceptance, speculative_record
+from fsgen.analysis.definitions import proxy_frequencies
+from fsgen.analysis.requests import costs_record, job_requests, requests_record
+from fsgen.analysis.sampling import rejection_counts
 from fsgen.analysis.stats import collaboration_stats, metric_status, primary_metric
 from fsgen.analysis.uncertainty import (
     consulted_aurocs,
@@ -36,11 +39,15 @@ def analyze_job(
     metric_name: str | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    outcomes: tuple[pd.DataFrame | None, str] | None = None,
+    wall_s: float | None = None,
 ) -> dict:
     """Every per-job figure as one JSON-able dict.
 
     job: identity from the workflow (JOB_KEYS, `fsgen.pipeline.jobs.job_identity`: variant, method
-    of the registry, router as in DecodeConfig). metadata: the trace's metadata (k for speculative).
+    of the registry, router as in DecodeConfig). metadata: the trace's metadata (k for speculative,
+    the decode settings). outcomes: (request_id, doc, correct of every request, why `correct` is
+    missing) from `fsgen.analysis.requests.request_outcomes`; wall_s: the decode job's seconds.
     """
     missing = [k for k in ("benchmark", "variant", "method") if k not in job]
     if missing:
@@ -56,6 +63,7 @@ def analyze_job(
         "seeds": {"bootstrap": seed, "decode": metadata.get("seed", params.get("seed")),
                   "benchmark": harness_entry.get("seed")},
         "stats": collaboration_stats(trace, n_boot=n_boot, seed=seed),
+        "decode": {"temperature": params.get("temperature")},
     }
     record["accuracy"] = {
         "metric": metric_name,
@@ -74,6 +82,13 @@ def analyze_job(
         job["k"] = int(k)
         record["speculative"], frequencies = speculative_record(trace, int(k), n_boot, seed)
         record["stats"].update(frequencies)
+        record["sampling"] = rejection_counts(trace, int(k))
+    if method == "proxy":  # fsgen's definition (tuned small) and the authors' (base small)
+        record["stats"].update(proxy_frequencies(trace, n_boot, seed))
+    frame, correct_status = outcomes if outcomes is not None else (None, "no generations.jsonl")
+    rows = job_requests(trace, job, metadata, frame)
+    record["requests"] = requests_record(rows)
+    record["costs"] = costs_record(rows, correct_status, wall_s)
     if len(trace) == 0:
         return record
     record["auroc"] = signal_aurocs(trace)
