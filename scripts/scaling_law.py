@@ -14,7 +14,7 @@ log:    log[0].
 """
 
 from fsgen.analysis import outputs
-from fsgen.analysis.requests import request_frame
+from fsgen.analysis.requests import pair_request_rows, request_frame
 from fsgen.analysis.scaling import scaling_tables
 from fsgen.analysis.scaling_forms import uncertainty_tables
 from fsgen.analysis.status import explain_empty, fit_status
@@ -27,7 +27,7 @@ named = dict(snakemake.output.items())
 outputs.check_names(named, outputs.tables("scaling_law"), "scaling_law")
 tables, reference = rule_inputs(snakemake.input)
 stats = snakemake.input.get("stats") or []
-requests = request_frame(load_records([stats] if isinstance(stats, str) else list(stats)))
+requests = pair_request_rows(request_frame(load_records([stats] if isinstance(stats, str) else list(stats))))
 log.info("%d per-request rows from %s stats.json", len(requests), len(stats) if not isinstance(stats, str) else 1)
 fits, residuals = scaling_tables(tables["jobs"], reference)
 results = {"fits": fit_status(fits), "residuals": residuals}

@@ -92,17 +92,19 @@ def router_finding(tables) -> Finding:
 
 def scaling_findings(tables) -> list[Finding]:
     fits, verdicts = table(tables, "fits"), table(tables, "scaling_verdicts")
-    ours = fits[fits["source"] == "ours"] if len(fits) else fits
+    paper_like = set(greedy_always(tables).get("variant", pd.Series(dtype=str)))  # routed, sampled: summary.md
+    ours = fits[(fits["source"] == "ours") & fits["variant"].isin(paper_like)] if len(fits) else fits
     fitted = ours.dropna(subset=["r2"]) if len(ours) else ours
     if fitted.empty:
         why = "; ".join(dict.fromkeys(ours["status"].astype(str))) if len(ours) else "no pair job"
         text = f"b − a·r^(−α) could not be fitted ({why})."
     else:
-        bound = fitted["status"].astype(str).str.contains("alpha").sum()
-        text = (f"b − a·r^(−α) fitted for {len(fitted)} variant × benchmark groups, R² {_f(fitted['r2'].min(), 2)} "
-                f"to {_f(fitted['r2'].max(), 2)}; α at its bound (exponent not identified) in {bound} of them.")
+        where = fitted["at_bound"] if "at_bound" in fitted else fitted["status"]
+        bound = int(where.fillna("").astype(str).str.contains("alpha").sum())
+        text = (f"b − a·r^(−α) fitted for {len(fitted)} variant × benchmark groups (greedy, router always), "
+                f"R² {_f(fitted['r2'].min(), 2)} to {_f(fitted['r2'].max(), 2)}; α at its 0.05 bound (exponent not "
+                f"identified) in {bound} of them.")
     out = [Finding("Scaling law", text, ("scaling_law", "scaling_small_size"), "Scaling law")]
-    paper_like = set(greedy_always(tables).get("variant", pd.Series(dtype=str)))  # routed, sampled: summary.md
     ours_verdicts = verdicts[(verdicts["source"] == "ours") & verdicts["variant"].isin(paper_like)] \
         if len(verdicts) else verdicts
     for sentence in ours_verdicts.get("sentence", pd.Series(dtype=str)):

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from fsgen.analysis.cost import COST_COLUMNS, cost_summary, job_costs, read_wall_seconds, request_correctness
-from fsgen.analysis.stats import per_request_counts
+from fsgen.analysis.stats import per_request_counts, single_model_rows
 from fsgen.analysis.status import OK, explain_empty, join_reasons, token_status
 
 REQUEST_COLUMNS = ["request_id", "doc", "correct", "interventions", *COST_COLUMNS, "flops"]
@@ -126,6 +126,11 @@ def request_frame(records: list[dict]) -> pd.DataFrame:
     out["correct"] = out["correct"].astype(float)
     out["wall_s"] = out["wall_s"].astype(float)
     return out.assign(doc_id=out["doc"], tokens=out["tokens"].astype(float))
+
+
+def pair_request_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of pair jobs (the scaling law's points; single-model runs have no ratio)."""
+    return frame[~single_model_rows(frame["method"])] if len(frame) else frame
 
 
 COSTS_COLUMNS = ["benchmark", "variant", "method", "router", "large", "small", "n_requests", "tokens", "s2_share",
