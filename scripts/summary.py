@@ -1,7 +1,7 @@
 """Rule summary: results/summary.md (a plain-text digest) and results/findings.rst (the report's landing text).
 
 input:  the tables of `fsgen.analysis.outputs.summary_inputs()` by name: jobs, speculative, auroc,
-        router_offline_summary, router_online, sampling (rule aggregate), fits, scaling_verdicts
+        router_offline_summary, router_online, sampling (rule aggregate), fits, scaling_forms, scaling_verdicts
         (rule scaling_law), gap_recovery (rule frontier), critical, critical_routers (rule critical);
         paper_comparison (optional, when a reference is configured). Unnamed inputs (code) are ignored.
 output: summary (results/summary.md: every section present; one without data says why);

@@ -256,7 +256,19 @@ def finding_tables() -> dict:
                            ("oracle_e3", "entropy:0.5", 0.6, 0.85), ("never", "never", 0.0, 0.3)]])
     gaps = pd.DataFrame([{"benchmark": "b", "large": "L", "small": "S", "cost_model": "s2_share", "cost": 0.42,
                           "low": 0.3, "high": 0.55, "status": "ok"}])
-    return {"jobs": jobs, "router_online": online, "gap_recovery": gaps}
+    formula = {"power": "b − a·r^(−α)", "log_ratio": "c + d·ln r", "log_small": "c + d·ln N_small"}
+    forms = pd.DataFrame([
+        {"source": "ours", "variant": v, "benchmark": "b", "form": f, "formula": formula[f], "aicc": a,
+         "at_bound": "alpha" if f == "power" and v == "oracle" else ""}
+        for v, f, a in [("oracle", "power", 10.0), ("oracle", "log_small", 5.0), ("oracle", "log_ratio", 8.0),
+                        ("proxy", "power", 9.0), ("proxy", "log_ratio", 5.0), ("proxy", "log_small", 6.0),
+                        ("oracle_e", "log_small", 1.0)]])  # routed: not on the landing page
+    sampling = pd.DataFrame([
+        {"benchmark": "b", "large": "L", "small": s, "setting": "t1", "temperature": 1.0, "n_seeds": 3,
+         "rejection_share": r, "rejection_low": lo, "rejection_high": hi, "greedy_mismatch_share": g, "status": "ok"}
+        for s, r, lo, hi, g in [("S", 0.2, 0.15, 0.25, 0.1), ("M", 0.3, 0.1, 0.5, 0.3)]])
+    return {"jobs": jobs, "router_online": online, "gap_recovery": gaps, "scaling_forms": forms,
+            "sampling": sampling}
 
 
 def test_findings_from_the_tables():
@@ -268,6 +280,12 @@ def test_findings_from_the_tables():
     assert "`oracle_e1`" in router and "at 40% of tokens" in router  # 0.2 does not reach 0.8; 0.4 is the cheapest
     assert "L / S (`b`) 0.42 [0.30, 0.55]" in items["90% of the gap"].text
     assert items["Which interventions matter"].text.startswith("no critical share")
+    form = items["Which form"].text
+    assert form.startswith("the data support c + d·ln N_small for `oracle`/`b`; the data do not separate "
+                           "c + d·ln r from c + d·ln N_small for `proxy`/`b`")
+    assert "supported form in 0 of 2, its exponent at the 0.05 bound in 1" in form and "oracle_e" not in form
+    sampling = items["Under sampling"].text
+    assert "rejects 0.200 to 0.300 of the judged drafts" in sampling and "greedy share for 1 of 2" in sampling
 
 
 def report_targets() -> str:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from fsgen.analysis.figbase import always_jobs, pair_label
 from fsgen.analysis.sampling import sampled
+from fsgen.analysis.scaling_forms import AICC_CLEAR
 from fsgen.analysis.status import OK, data_rows as table
 
 UNDER = 0.2  # the paper's "collaboration below 20%" threshold
@@ -91,7 +92,7 @@ def router_finding(tables) -> Finding:
 
 
 def scaling_findings(tables) -> list[Finding]:
-    fits, verdicts = table(tables, "fits"), table(tables, "scaling_verdicts")
+    fits = table(tables, "fits")
     paper_like = set(greedy_always(tables).get("variant", pd.Series(dtype=str)))  # routed, sampled: summary.md
     ours = fits[(fits["source"] == "ours") & fits["variant"].isin(paper_like)] if len(fits) else fits
     fitted = ours.dropna(subset=["r2"]) if len(ours) else ours
@@ -104,12 +105,37 @@ def scaling_findings(tables) -> list[Finding]:
         text = (f"b − a·r^(−α) fitted for {len(fitted)} variant × benchmark groups (greedy, router always), "
                 f"R² {_f(fitted['r2'].min(), 2)} to {_f(fitted['r2'].max(), 2)}; α at its 0.05 bound (exponent not "
                 f"identified) in {bound} of them.")
-    out = [Finding("Scaling law", text, ("scaling_law", "scaling_small_size"), "Scaling law")]
-    ours_verdicts = verdicts[(verdicts["source"] == "ours") & verdicts["variant"].isin(paper_like)] \
-        if len(verdicts) else verdicts
-    for sentence in ours_verdicts.get("sentence", pd.Series(dtype=str)):
-        out.append(Finding("Which form", str(sentence).removeprefix("ours "), ("scaling_law",), "Scaling law"))
-    return out
+    return [Finding("Scaling law", text, ("scaling_law", "scaling_small_size"), "Scaling law"),
+            form_finding(tables, paper_like)]
+
+
+def form_finding(tables, variants: set) -> Finding:
+    """Which form the data support, grouped over the greedy `always` variants (one sentence per
+    variant and benchmark: summary.md and the scaling_verdicts table)."""
+    forms = table(tables, "scaling_forms")
+    ours = forms[(forms["source"] == "ours") & forms["variant"].isin(variants)] if len(forms) else forms
+    if ours.empty:
+        return Finding("Which form", f"forms not compared: {_status(tables, 'scaling_forms')}.", ("scaling_law",),
+                       "Scaling law")
+    verdicts: dict[str, list[str]] = {}
+    power_best = bound = 0
+    for (variant, bench), g in ours.groupby(["variant", "benchmark"], sort=True):
+        scored = g[np.isfinite(g["aicc"].astype(float))].sort_values("aicc")
+        power = g[g["form"] == "power"]
+        bound += int(len(power) and "alpha" in str(power["at_bound"].iloc[0]).split(","))
+        if scored.empty:
+            verdict = "too few pairs to compare the forms by AICc"
+        elif len(scored) == 1 or scored["aicc"].iloc[1] - scored["aicc"].iloc[0] >= AICC_CLEAR:
+            verdict = f"the data support {scored['formula'].iloc[0]}"
+            power_best += scored["form"].iloc[0] == "power"
+        else:
+            verdict = f"the data do not separate {scored['formula'].iloc[0]} from {scored['formula'].iloc[1]}"
+        verdicts.setdefault(verdict, []).append(f"`{variant}`/`{bench}`")
+    n = sum(len(v) for v in verdicts.values())
+    text = "; ".join(f"{verdict} for {', '.join(names)}" for verdict, names in verdicts.items())
+    text += (f" (AICc, ΔAICc ≥ {AICC_CLEAR:g}). The FS-GEN law b − a·r^(−α) is the supported form in {power_best} "
+             f"of {n}, its exponent at the 0.05 bound in {bound}; one sentence per variant: summary.md.")
+    return Finding("Which form", text, ("scaling_law",), "Scaling law")
 
 
 def gap_finding(tables) -> Finding:
@@ -154,11 +180,17 @@ def sampling_finding(tables) -> Finding:
     rows = table(tables, "sampling")
     if rows.empty:
         return Finding("Under sampling", f"{_status(tables, 'sampling')}.", ("speculative",), "Speculative")
-    parts = [f"{pair_label(r.large, r.small)} (`{r.benchmark}`, T = {r.temperature:g}, {r.n_seeds} seeds): "
-             f"{_f(r.rejection_share)} [{_f(r.rejection_low)}, {_f(r.rejection_high)}] vs greedy "
-             f"{_f(r.greedy_mismatch_share)}" for r in rows.itertuples()]
-    return Finding("Under sampling", "share of judged drafts that System 2 rejects, across seeds, beside the greedy "
-                   f"mismatch share: {'; '.join(parts)}.", ("speculative",), "Speculative")
+    rows = rows.dropna(subset=["rejection_share"])
+    with_interval = rows.dropna(subset=["rejection_low", "rejection_high", "greedy_mismatch_share"])
+    outside = ((with_interval["greedy_mismatch_share"] < with_interval["rejection_low"])
+               | (with_interval["greedy_mismatch_share"] > with_interval["rejection_high"])).sum()
+    temps = ", ".join(f"{t:g}" for t in sorted(rows["temperature"].unique()))
+    text = (f"at temperature {temps}, System 2 rejects {_f(rows['rejection_share'].min())} to "
+            f"{_f(rows['rejection_share'].max())} of the judged drafts ({len(rows)} pair × setting, "
+            f"{int(rows['n_seeds'].max())} seeds at most), against a greedy mismatch share of "
+            f"{_f(rows['greedy_mismatch_share'].min())} to {_f(rows['greedy_mismatch_share'].max())}; the 95% "
+            f"interval across seeds excludes the greedy share for {outside} of {len(with_interval)}.")
+    return Finding("Under sampling", text, ("speculative",), "Speculative")
 
 
 def _status(tables, name) -> str:

@@ -91,7 +91,7 @@ FIGURES: dict[str, Output] = {o.name: o for o in (
 )}
 
 SUMMARY_NEEDS = ("jobs", "speculative", "auroc", "router_offline_summary", "router_online", "fits",
-                 "scaling_verdicts", "gap_recovery", "critical", "critical_routers", "sampling")
+                 "scaling_forms", "scaling_verdicts", "gap_recovery", "critical", "critical_routers", "sampling")
 SUMMARY = Output("summary", "summary.md", "summary", "summary", "Collaboration", "summary",
                  needs=SUMMARY_NEEDS, optional_needs=("paper_comparison",))
 # the report's landing text (reStructuredText): the headline numbers with links to the figures;

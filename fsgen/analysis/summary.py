@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from fsgen import atomic
-from fsgen.analysis.findings import findings, findings_markdown, write_findings
+from fsgen.analysis.findings import findings, findings_markdown, greedy_always, write_findings
 from fsgen.analysis.routing import recall_at
 from fsgen.analysis.stats import pair_mask, single_model_rows
 from fsgen.analysis.status import OK, data_rows as table
@@ -76,9 +76,9 @@ def collaboration_section(tables: dict) -> list[str]:
            "(interventions / generated tokens); accuracies are means over pairs.", "", "## Collaboration and accuracy", ""]
     if pair_jobs.empty:
         return out + [f"No pair job: {_why(tables, 'jobs', 'none configured')}.", ""]
-    always = pair_jobs[pair_jobs["router"].fillna("always") == "always"]
+    always = greedy_always(tables)
     share_below = (always["freq_pooled"].dropna() < 0.2).mean() if always["freq_pooled"].notna().any() else math.nan
-    out.append(f"Jobs (router always) with frequency below 20%: {_f(100 * share_below, 0)}%.\n")
+    out.append(f"Jobs (greedy, router always) with frequency below 20%: {_f(100 * share_below, 0)}%.\n")
     out.append(_table(headline(jobs)))
     out += proxy_lines(pair_jobs)
     notes = _missing_notes(pair_jobs)
