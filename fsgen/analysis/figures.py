@@ -31,7 +31,7 @@ DRAW = {  # registry name -> (drawing function, the figure's title)
                                      " benchmark: points, fitted curves, 95% bootstrap bands (rows: source)"),
     "scaling_small_size": (fig_scaling_small_size,
                            "Alternative predictor f = c + d·ln N_small: frequency against the small model's size"
-                           " (shaded: 95% bootstrap band)"),
+                           " (shaded: 95% bootstrap bands)"),
     "uncertainty_distributions": (fig_uncertainty, "System 1's confidence at positions with and without"
                                                    " intervention (pooled over pairs)"),
     "auroc": (fig_auroc,
