@@ -18,6 +18,11 @@ if not workflow.overwrite_configfiles:
     configfile: DEFAULT_CONFIG
 
 
+# The report's landing page: the run's headline numbers (results/findings.rst, rule summary) with
+# links to the figures, included by this description (Snakemake renders it with Jinja and docutils).
+report: "workflow/report/workflow.rst"
+
+
 # Schema validation (workflow/schemas/config.schema.yaml), duplicate keys, semantic checks.
 include: "rules/common.smk"
 include: "rules/models.smk"

@@ -47,8 +47,7 @@ def analyses(config: dict) -> dict[str, list[str]]:
     Each rule logs to results/logs/<rule>.log."""
     reference = bool(config.get("reference"))
     by_rule: dict[str, list[str]] = {}
-    for output in (*analysis_outputs.tables(reference=reference).values(), *analysis_outputs.FIGURES.values(),
-                   analysis_outputs.SUMMARY):
+    for output in analysis_outputs.all_outputs(reference):
         by_rule.setdefault(output.rule, []).append(output.path)
     if config.get("report", True):
         by_rule["report"] = [paths.REPORT_HTML.relative_to(paths.RESULTS).as_posix()]

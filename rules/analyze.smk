@@ -1,4 +1,5 @@
-# Analyses (CPU, local): per-job statistics -> aggregate tables -> scaling law, figures, summary.
+# Analyses (CPU, local): per-job statistics -> aggregate tables -> scaling law, frontiers, critical
+# interventions -> figures, summary (and the report's landing text, findings.rst).
 # Inputs include the fsgen/analysis modules, so editing analysis code reruns these rules only.
 # Output names, paths, report categories and captions: the registry fsgen.analysis.outputs
 # (docs/analysis_rules.md; captions in workflow/report/*.rst).
@@ -10,6 +11,8 @@ localrules:
     stats_all,
     aggregate,
     scaling_law,
+    frontier,
+    critical,
     figures,
     summary,
     tables_all,
@@ -19,6 +22,8 @@ localrules:
 rule job_stats:
     input:
         unpack(stats_inputs),
+        generations=JOB_DIR / "generations.jsonl",  # every request, its document
+        wall=BENCH / "decode" / "{benchmark}" / "{job}.tsv",  # the decode job's benchmark file: wall time
         code=[*ANALYSIS_CODE, script_file("job_stats")],
     output:
         stats=JOB_DIR / "stats.json",
@@ -57,7 +62,7 @@ rule aggregate:
         stats=job_files("stats.json"),
         code=ANALYSIS_CODE,
     output:
-        **aggregate_outputs(),
+        **table_outputs("aggregate"),
     log:
         LOGS / "aggregate.log",
     conda:
@@ -70,15 +75,46 @@ rule scaling_law:
     input:
         unpack(reference_input),
         **table_files(["jobs"]),
+        stats=job_files("stats.json"),  # per-request counts: the request bootstrap
         code=ANALYSIS_CODE,
     output:
-        **scaling_outputs(),
+        **table_outputs("scaling_law"),
     log:
         LOGS / "scaling_law.log",
     conda:
         CONDA_ENV
     script:
         "../scripts/scaling_law.py"
+
+
+rule frontier:
+    input:
+        stats=job_files("stats.json"),  # per-request costs and outcomes
+        code=ANALYSIS_CODE,
+    output:
+        **table_outputs("frontier"),
+    log:
+        LOGS / "frontier.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/frontier.py"
+
+
+rule critical:
+    input:
+        unpack(critical_inputs),
+        code=ANALYSIS_CODE,
+    output:
+        **table_outputs("critical"),
+    params:
+        **critical_jobs(),
+    log:
+        LOGS / "critical.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/critical.py"
 
 
 rule figures:
@@ -100,7 +136,7 @@ rule summary:
         ANALYSIS_CODE,  # positional: the script reads every named input as a table
         **table_files(ao.summary_inputs(REF)),
     output:
-        **summary_output(),
+        **summary_outputs(),
     log:
         LOGS / "summary.log",
     conda:

@@ -301,20 +301,17 @@ def registered(entries):
     }
 
 
-def aggregate_outputs():
-    return registered(ao.tables("aggregate", reference=REF))
-
-
-def scaling_outputs():
-    return registered(ao.tables("scaling_law"))
+def table_outputs(rule):
+    """{name: path} of the registry tables `rule` writes (aggregate, scaling_law, frontier, critical)."""
+    return registered(ao.tables(rule, reference=REF))
 
 
 def figure_outputs():
     return registered(ao.FIGURES)
 
 
-def summary_output():
-    return registered({"summary": ao.SUMMARY})
+def summary_outputs():
+    return registered(ao.SUMMARIES)
 
 
 def table_files(names):
@@ -327,8 +324,23 @@ def reference_input(wildcards):
     return {"reference": str(REFERENCE)} if config["reference"] else {}
 
 
+def critical_inputs(wildcards):
+    """Every oracle job's counterfactual outcomes and trace (in the order of critical_jobs())."""
+    return {"counterfactual": counterfactual_targets(),
+            "trace": [str(PAIR_DIR / "trace.parquet").format(**j) for j in COUNTERFACTUAL_JOBS]}
+
+
+def critical_jobs():
+    """The identities of the oracle jobs critical_inputs() lists, and why there are none."""
+    jobs = [pj.job_identity(config, j) for j in COUNTERFACTUAL_JOBS]
+    off = not int(config["counterfactual"]["positions"]) > 0
+    why = ("counterfactual stage off (counterfactual.positions: 0)" if off else
+           "no oracle job with router always (the counterfactual stage continues its interventions)")
+    return {"jobs": jobs, "why_none": why}
+
+
 ANALYSIS_TABLES = [str(RESULTS / o.path) for o in ao.tables(reference=REF).values()]
-ANALYSIS_TARGETS = ANALYSIS_TABLES + [str(RESULTS / o.path) for o in (*ao.FIGURES.values(), ao.SUMMARY)]
+ANALYSIS_TARGETS = [str(RESULTS / o.path) for o in ao.all_outputs(reference=REF)]
 
 
 # ----------------------------------------------------------------------------------- viewer

@@ -1,6 +1,9 @@
 """Rule job_stats: one job's trace + lm-eval metrics -> stats.json (fsgen.analysis.job.analyze_job).
 
-input:  trace (trace.parquet); metrics (metrics.json of this job, optional);
+input:  trace (trace.parquet); metrics (metrics.json of this job, optional; its score job's
+        scored_samples.jsonl beside it gives each request's correctness);
+        generations (generations.jsonl, optional: every request, its task and document);
+        wall (the decode job's Snakemake benchmark TSV, optional: wall time);
         small_metrics, large_metrics (metrics.json of the small-alone / large-alone runs on the
         same benchmark; pair jobs only, optional).
 output: stats (stats.json).
@@ -15,6 +18,7 @@ log:    log[0].
 import os
 
 from fsgen.analysis.job import analyze_job, write_stats
+from fsgen.analysis.requests import request_outcomes, wall_seconds
 from fsgen.analysis.stats import read_metrics
 from fsgen.trace import read_trace
 from fsgen.pipeline.rulescript import rule_script
@@ -36,6 +40,10 @@ job = dict(snakemake.params.job)
 metric = snakemake.params.get("metric") or job.pop("metric", None)
 trace, metadata = read_trace(snakemake.input.trace)
 log.info("job %s: %d trace rows, metric %s", job, len(trace), metric)
+metrics_path = snakemake.input.get("metrics")
+scored = os.path.join(os.path.dirname(metrics_path), "scored_samples.jsonl") if metrics_path else None
+outcomes = request_outcomes(snakemake.input.get("generations"), scored, metric)
+log.info("per-request correctness: %s", outcomes[1])
 record = analyze_job(
     trace, job, metadata,
     metrics=optional_metrics("metrics"),
@@ -44,6 +52,8 @@ record = analyze_job(
     metric_name=metric,
     n_boot=int(snakemake.params.get("n_boot") or 1000),
     seed=int(snakemake.params.get("seed") or 0),
+    outcomes=outcomes,
+    wall_s=wall_seconds(snakemake.input.get("wall")),
 )
 write_stats(record, snakemake.output.stats)
 log.info("wrote %s: frequency %.4f", snakemake.output.stats, record["stats"]["freq_pooled"])

@@ -98,3 +98,22 @@ def test_figures_and_summary(pipeline):
     text = summary.read_text()
     assert "## Scaling law" in text and "## Comparison with the published FS-GEN frequencies" in text
     assert "nan" not in text.lower().replace("n/a", "")
+
+
+def test_scaling_law_rule_with_per_request_counts(pipeline, tmp_path):
+    """stats.json's per-request counts give the requests bootstrap; pooled, they are the jobs'
+    frequencies, so its point estimates equal the pairs scheme's."""
+    tmp, root, tables, _ = pipeline
+    stats = sorted(str(p) for p in root.rglob("stats.json"))
+    out = {name: str(tmp_path / f"{name}.csv") for name in ("scaling_forms", "scaling_bootstrap", "scaling_verdicts",
+                                                             "scaling_bands")}
+    run_script("scaling_law", tmp, {"jobs": tables["jobs"], "stats": stats}, out, {"n_boot": 40})
+    boot = pd.read_csv(out["scaling_bootstrap"])
+    keys = ["variant", "benchmark", "form", "parameter"]
+    by_scheme = boot.pivot_table(index=keys, columns="scheme", values="estimate")
+    assert len(by_scheme) and by_scheme["requests"].notna().all()
+    pd.testing.assert_series_equal(by_scheme["requests"], by_scheme["pairs"], check_names=False, rtol=1e-9)
+    bands = pd.read_csv(out["scaling_bands"])
+    assert set(bands["scheme"]) == {"pairs", "requests"} and (bands["low"] <= bands["high"]).all()
+    verdicts = pd.read_csv(out["scaling_verdicts"])
+    assert set(verdicts["source"]) == {"ours"} and verdicts["sentence"].str.len().gt(20).all()

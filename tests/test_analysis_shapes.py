@@ -22,6 +22,8 @@ import pytest
 
 from fsgen.analysis import outputs
 from fsgen.analysis.figures import read_panels
+from fsgen.harness.counterfactual import write_frame
+from fsgen.harness.counterfactual_score import OUTCOME_SCHEMA
 from fsgen.trace import write_trace
 
 from test_analysis_scripts import run_script  # noqa: E402  (the rule-script runner)
@@ -31,12 +33,17 @@ REPO = Path(__file__).resolve().parent.parent
 K = 3
 N_REQUESTS = 6
 METRIC_KEY = "exact_match,flexible-extract"
-SECTIONS = ["## Collaboration and accuracy", "## Scaling law", "## Speculative decoding", "## Routers", "## Uncertainty"]
+SECTIONS = ["## Headline findings", "## Collaboration and accuracy", "## Scaling law", "## Which law",
+            "## Speculative decoding", "## Collaboration under sampling", "## Routers", "## Cost",
+            "## Which interventions matter", "## Uncertainty"]
 # the value a table row exists for: missing (NaN) means the row's status must say why
 VALUE_COLUMNS = {
     "jobs": ["freq_pooled", "accuracy"], "auroc": ["auroc_consulted"], "positions": ["share"],
     "speculative": ["acceptance_rate"], "router_offline_summary": ["recall"], "router_online": ["accuracy"],
-    "paper_comparison": ["difference"], "fits": ["r2"],
+    "paper_comparison": ["difference"], "fits": ["r2"], "costs": ["s2_share", "wall_s"],
+    "sampling": ["rejection_share", "rejection_low", "greedy_mismatch_share"], "critical": ["share"],
+    "critical_bins": ["share"], "critical_routers": ["recall"], "gap_recovery": ["cost"],
+    "frontier_points": ["accuracy"],
 }
 
 
@@ -49,6 +56,7 @@ class Shape:
     skip: set = field(default_factory=set)  # (label, benchmark) not run (proxy on MT-Bench)
     traces: dict = field(default_factory=dict)  # (label, benchmark) -> "never" | "always" | "empty" | "gaps"
     reference: bool = False
+    counterfactual: bool = True  # the counterfactual stage runs (counterfactual.positions > 0)
 
     def pairs(self):
         names = sorted(self.models, key=self.models.get)
@@ -59,11 +67,13 @@ SHAPES = [
     Shape("paper_like", {"q-0.5B": 0.5e9, "q-1.8B": 1.8e9, "q-4B": 4e9},
           {"gsm8k": "accuracy", "mtbench": "generation-only"},
           {"oracle": ("oracle", "always"), "proxy": ("proxy", "always"), "speculative": ("speculative", "always"),
-           "oracle_entropy": ("oracle", "entropy:0.9")},
+           "oracle_entropy": ("oracle", "entropy:0.9"), "spec_t1-seed0": ("speculative", "always")},
           skip={("proxy", "mtbench")}, reference=True),
     Shape("single_pair", {"s": 1e9, "l": 7e9}, {"arith": "accuracy"},
           {"oracle": ("oracle", "always"), "contrastive": ("contrastive", "always"),
-           "speculative": ("speculative", "always")}),
+           "speculative": ("speculative", "always"), "spec_t1-seed3": ("speculative", "always"),
+           "spec_t1-seed4": ("speculative", "always")},
+          counterfactual=False),
     Shape("degenerate", {"s": 1e9, "l": 7e9}, {"arith": "accuracy", "other": "accuracy"},
           {"oracle": ("oracle", "always"), "contrastive": ("contrastive", "always"), "proxy": ("proxy", "always"),
            "speculative": ("speculative", "always")},
@@ -89,16 +99,46 @@ def shaped(trace: pd.DataFrame, how: str | None) -> pd.DataFrame:
 
 
 def write_metrics(path: Path, kind: str, value: float) -> None:
+    """metrics.json, generations.jsonl and lm-eval's scored_samples.jsonl of a job (request i answers
+    document i; the first round(value · N) documents are correct)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    generations = [{"request_id": i, "task": "t", "doc_id": i, "idx": 0} for i in range(N_REQUESTS)]
+    (path.parent / "generations.jsonl").write_text("".join(json.dumps(g) + "\n" for g in generations))
     if kind == "no metrics":
         return
     metrics = {METRIC_KEY: value} if kind == "accuracy" else {"score,none": 6.5, "length,none": 180.0}
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"benchmark": "b", "n": N_REQUESTS, "metrics": metrics}))
+    name, filt = METRIC_KEY.split(",") if kind == "accuracy" else ("score", "none")
+    scored = [{"task": "t", "doc_id": i, "filter": filt, "metrics": [name],
+               name: float(i < round(value * N_REQUESTS))} for i in range(N_REQUESTS)]
+    (path.parent / "scored_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in scored))
+
+
+def write_counterfactual(folder: Path, trace: pd.DataFrame, kind: str) -> None:
+    """counterfactual.parquet of an oracle job: every intervention continued, every other one critical;
+    skipped (empty, with the reason) on a task without an accuracy metric."""
+    meta = {"status": "ok", "positions": 200, "seed": 0, "interventions": int(trace["intervened"].sum())}
+    rows = trace[trace["intervened"].astype(bool)]
+    if kind != "accuracy":
+        meta, rows = {**meta, "status": "skipped", "reason": "no accuracy metric in metrics.json"}, rows.iloc[0:0]
+    n_tokens = trace.groupby("request_id")["position"].size()
+    frame = pd.DataFrame({
+        "request_id": rows["request_id"].astype("int64"), "position": rows["position"].astype("int32"),
+        "token_id": rows["token_id"].astype("int64"), "s1_token_id": rows["s1_token_id"].astype("int64"),
+        "s1_top1_prob": rows["s1_top1_prob"], "s1_entropy": rows["s1_entropy"],
+        "n_tokens": rows["request_id"].map(n_tokens).astype("int32"), "task": "t",
+        "doc_id": rows["request_id"].astype("int64"), "idx": 0, "continued": 3, "text": "x",
+        "outcome_before": 1.0, "outcome_after": np.arange(len(rows)) % 2 * 1.0})
+    frame["critical"] = frame["outcome_before"] != frame["outcome_after"]
+    write_frame(frame.astype({"idx": "int32", "continued": "int32"}), folder / "counterfactual.parquet", meta,
+                OUTCOME_SCHEMA)
 
 
 def job_trace(rng, shape: Shape, label: str, benchmark: str, oracle: pd.DataFrame) -> pd.DataFrame:
     method, router = shape.variants[label]
     how = shape.traces.get((label, benchmark))
+    if "-seed" in label:  # a sampled run: each seed its own draws
+        return speculative_rows(oracle_rows(rng, N_REQUESTS, 0.15), K)
     if method == "speculative":  # System 1 agreeing or not decides the rounds; rows are removed after
         before, after = (how, None) if how in ("never", "always") else (None, how)
         return shaped(speculative_rows(shaped(oracle, before), K), after)
@@ -119,20 +159,26 @@ def write_shape(shape: Shape, root: Path) -> list[tuple[dict, dict]]:
                         {"method": "single", "router": "never"})
             ident = {"benchmark": benchmark, "variant": "single", "method": "single", "router": "never",
                      "large": model, "small": model, "large_params": params, "small_params": params, "k": None}
-            jobs.append((ident, {"trace": str(folder / "trace.parquet"), "metrics": str(folder / "metrics.json")}))
+            jobs.append((ident, {"trace": str(folder / "trace.parquet"), "metrics": str(folder / "metrics.json"),
+                                 "generations": str(folder / "generations.jsonl")}))
         for large, small in shape.pairs():
             oracle = oracle_rows(rng, N_REQUESTS, 0.15)
             for label, (method, router) in shape.variants.items():
                 if (label, benchmark) in shape.skip:
                     continue
                 folder = root / benchmark / label / f"{large}__{small}"
-                write_trace(job_trace(rng, shape, label, benchmark, oracle), folder / "trace.parquet",
-                            {"method": method, "router": router, "params": {"k": K}})
-                write_metrics(folder / "metrics.json", metric_kind, 0.3)
+                trace = job_trace(rng, shape, label, benchmark, oracle)
+                temperature = 1.0 if "-seed" in label else 0.0
+                write_trace(trace, folder / "trace.parquet",
+                            {"method": method, "router": router, "params": {"k": K, "temperature": temperature}})
+                write_metrics(folder / "metrics.json", metric_kind, 0.3 + 0.1 * (method == "oracle"))
+                if label == "oracle" and shape.counterfactual:
+                    write_counterfactual(folder, trace, metric_kind)
                 ident = {"benchmark": benchmark, "variant": label, "method": method, "router": router, "large": large,
                          "small": small, "large_params": shape.models[large], "small_params": shape.models[small],
                          "k": K if method == "speculative" else None}
-                inputs = {"trace": str(folder / "trace.parquet"), "metrics": str(folder / "metrics.json")}
+                inputs = {"trace": str(folder / "trace.parquet"), "metrics": str(folder / "metrics.json"),
+                          "generations": str(folder / "generations.jsonl")}
                 for role in ("small", "large"):
                     inputs[f"{role}_metrics"] = str(root / benchmark / "single" / ident[role] / "metrics.json")
                 jobs.append((ident, inputs))
@@ -154,11 +200,20 @@ def run_analysis(shape: Shape, tmp: Path) -> Path:
     path = {o.name: str(root / o.path) for o in outputs.tables(reference=shape.reference).values()}
     run_script("aggregate", tmp, {"stats": stats, **reference},
                {n: path[n] for n in outputs.tables("aggregate", reference=shape.reference)})
-    run_script("scaling_law", tmp, {"jobs": path["jobs"], **reference}, {n: path[n] for n in ("fits", "residuals")})
+    run_script("scaling_law", tmp, {"jobs": path["jobs"], "stats": stats, **reference},
+               {n: path[n] for n in outputs.tables("scaling_law")}, {"n_boot": 50})
+    run_script("frontier", tmp, {"stats": stats}, {n: path[n] for n in outputs.tables("frontier")}, {"n_boot": 50})
+    oracle = [Path(s).parent for s in stats if "/oracle/" in s] if shape.counterfactual else []
+    jobs = [json.loads((folder / "stats.json").read_text())["job"] for folder in oracle]
+    run_script("critical", tmp, {"counterfactual": [str(f / "counterfactual.parquet") for f in oracle],
+                                 "trace": [str(f / "trace.parquet") for f in oracle]},
+               {n: path[n] for n in outputs.tables("critical")},
+               {"jobs": jobs, "n_boot": 50, "why_none": "counterfactual stage off (counterfactual.positions: 0)"
+                if not shape.counterfactual else "no oracle job with router always"})
     run_script("figures", tmp, {n: path[n] for n in outputs.figure_inputs()},
                {n: str(root / o.path) for n, o in outputs.FIGURES.items()})
     run_script("summary", tmp, {n: path[n] for n in outputs.summary_inputs(shape.reference)},
-               {"summary": str(root / outputs.SUMMARY.path)})
+               {n: str(root / o.path) for n, o in outputs.SUMMARIES.items()})
     return root
 
 
@@ -169,6 +224,10 @@ def built(request, tmp_path_factory):
     tables = {n: pd.read_csv(root / o.path) for n, o in outputs.tables(reference=shape.reference).items()}
     panels = {n: read_panels(root / o.path) for n, o in outputs.FIGURES.items()}
     return shape, root, tables, panels, (root / outputs.SUMMARY.path).read_text()
+
+
+def findings_text(root: Path) -> str:
+    return (root / outputs.FINDINGS.path).read_text()
 
 
 def test_every_declared_output_exists_and_says_what_is_missing(built):
@@ -202,10 +261,10 @@ def notes(panels: dict, figure: str) -> list[str]:
 def test_what_each_shape_says(built):
     shape, root, tables, panels, summary = built
     check = globals()[f"says_{shape.name}"]
-    check(tables, panels, summary)
+    check(tables, panels, summary, findings_text(root))
 
 
-def says_paper_like(tables, panels, summary):
+def says_paper_like(tables, panels, summary, findings):
     """MT-Bench has no accuracy metric, proxy skipped there: the reported crash's grid."""
     acc = tables["accuracy_wide"].query("variant != 'proxy'").set_index(["variant", "large", "small"])
     assert acc["mtbench"].isna().all() and acc["gsm8k"].notna().all()
@@ -222,9 +281,29 @@ def says_paper_like(tables, panels, summary):
     assert tables["paper_comparison"]["matched"].sum() == 0  # our q-* models are not the reference's
     for figure in ("collaboration", "speculative", "auroc", "scaling_law"):
         assert panels[figure]["status"] == "ok", figure
+    # sampled speculative runs: out of the greedy tables, in the sampling table with an interval
+    assert not tables["speculative"]["variant"].str.contains("seed").any()
+    sampling = tables["sampling"]
+    assert len(sampling) == 6 and (sampling["n_seeds"] == 1).all()
+    assert sampling["status"].eq("one seed: no interval across seeds").all()
+    assert not tables["paper_comparison"]["our_variant"].fillna("").str.contains("seed").any()
+    proxy = tables["paper_comparison"].query("method == 'proxy' and our_variant == 'proxy'")
+    assert proxy["status"].str.startswith("authors' definition not available").all()  # no s1_base_token_id
+    assert tables["paper_comparison"]["definition"].notna().all()
+    # counterfactual: run on gsm8k, skipped on MT-Bench (no accuracy metric)
+    crit = tables["critical"].set_index("benchmark")
+    assert crit.loc["gsm8k", "status"].eq("ok").all() and crit.loc["gsm8k", "share"].between(0, 1).all()
+    assert crit.loc["mtbench", "status"].str.startswith("skipped: no accuracy metric").all()
+    assert panels["critical"]["status"] == "partial"
+    assert any(n.startswith("skipped") for n in notes(panels, "critical"))
+    gaps = tables["gap_recovery"].set_index("benchmark")
+    assert gaps.loc["mtbench", "status"].str.startswith("no accuracy").all()
+    assert tables["costs"]["status"].str.contains("wall time: no benchmark file").all()
+    assert (tables["scaling_bootstrap"]["scheme"] == "requests").any()
+    assert "`frontier <frontier.png_>`__" in findings
 
 
-def says_single_pair(tables, panels, summary):
+def says_single_pair(tables, panels, summary, findings):
     """One pair: no scaling-law fit, said in the table, the figure legend and the summary."""
     fits = tables["fits"]
     assert (fits["n_pairs"] == 1).all() and fits["status"].str.contains("1 pair").all()
@@ -234,9 +313,17 @@ def says_single_pair(tables, panels, summary):
     assert notes(panels, "router_online") == ["no run with a router other than always"]
     assert tables["jobs"]["status"].eq("ok").all()
     assert "paper_comparison" not in tables
+    for name in ("critical", "critical_bins", "critical_routers"):  # counterfactual.positions: 0
+        assert tables[name]["status"].tolist() == ["counterfactual stage off (counterfactual.positions: 0)"], name
+    assert notes(panels, "critical") == ["counterfactual stage off (counterfactual.positions: 0)"]
+    assert "counterfactual stage off" in summary and "counterfactual stage off" in findings
+    sampling = tables["sampling"].iloc[0]  # two seeds: an interval; the traces differ, so it has a width
+    assert (len(tables["sampling"]), sampling["n_seeds"], sampling["status"]) == (1, 2, "ok")
+    assert sampling["rejection_low"] < sampling["rejection_share"] < sampling["rejection_high"]
+    assert tables["scaling_verdicts"]["sentence"].str.contains("too few pairs").all()
 
 
-def says_degenerate(tables, panels, summary):
+def says_degenerate(tables, panels, summary, findings):
     """Never / always intervened, no tokens at all, requests without tokens."""
     jobs = tables["jobs"].set_index(["benchmark", "variant"])
     auroc = tables["auroc"].set_index(["benchmark", "variant"])
@@ -260,9 +347,15 @@ def says_degenerate(tables, panels, summary):
     assert "no generated tokens" in summary
     assert set(notes(panels, "uncertainty_distributions")) == {"no generated tokens"}  # run, but empty
     assert panels["router_offline"]["status"] == "no data"  # never intervened: recall undefined
+    crit = tables["critical"].set_index("benchmark")["status"]
+    assert crit.loc["arith"] == crit.loc["other"] == "no intervention to continue (System 2 never changed a token)"
+    assert panels["critical"]["status"] == "no data"
+    costs = tables["costs"].set_index(["benchmark", "variant"])
+    assert costs.loc[("other", "oracle"), "status"].startswith("no generated tokens")
+    assert costs.loc[("arith", "proxy"), "n_requests"] == N_REQUESTS  # requests without tokens still count
 
 
-def says_no_oracle_no_metrics(tables, panels, summary):
+def says_no_oracle_no_metrics(tables, panels, summary, findings):
     """Only contrastive, no metrics.json anywhere: no routers, no speculative, no accuracy."""
     assert tables["jobs"]["accuracy_status"].eq("no metrics.json").all()
     for figure in ("router_offline", "router_online", "speculative", "accuracy"):
@@ -273,3 +366,7 @@ def says_no_oracle_no_metrics(tables, panels, summary):
     assert "No measured speculative run: no speculative job" in summary
     assert "No offline router sweep: no oracle job" in summary
     assert panels["collaboration"]["status"] == "ok" and panels["scaling_law"]["status"] == "ok"
+    assert tables["critical"]["status"].tolist() == ["no oracle job with router always"]
+    assert tables["gap_recovery"]["status"].str.startswith("no accuracy").all()
+    assert panels["frontier"]["status"] == "no data"
+    assert "no run with a router other than always" in findings

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -149,10 +150,36 @@ def analyze_study(root: Path, jobs: list[dict], n_boot: int = 200) -> list[Path]
             small = json.loads((single / job["small"] / "metrics.json").read_text())
             large = json.loads((single / job["large"] / "metrics.json").read_text())
         ident = {k: v for k, v in job.items() if k != "folder"}
-        record = analyze_job(trace, ident, meta, metrics, small, large, METRIC, n_boot=n_boot)
+        record = analyze_job(trace, ident, meta, metrics, small, large, METRIC, n_boot=n_boot,
+                             outcomes=(request_outcomes(trace, metrics["metrics"][METRIC], folder), "ok"))
         write_stats(record, folder / "stats.json")
         paths.append(folder / "stats.json")
     return paths
+
+
+def request_outcomes(trace: pd.DataFrame, accuracy: float, folder: Path) -> pd.DataFrame:
+    """Each request correct with probability `accuracy` (seeded by the job's folder); request r
+    answers document t/r in every job of a benchmark."""
+    rng = np.random.default_rng(zlib.crc32("/".join(folder.parts[-3:]).encode()))
+    ids = sorted(trace["request_id"].unique())
+    return pd.DataFrame({"request_id": ids, "doc": [f"t/{r}" for r in ids],
+                         "correct": (rng.random(len(ids)) < accuracy).astype(float)})
+
+
+def counterfactual_items(root: Path, records: list[dict]) -> list[dict]:
+    """Every oracle job's interventions continued, critical exactly where System 1 was unsure (p₁ < 0.5)."""
+    items = []
+    for rec in records:
+        if rec["job"]["variant"] != "oracle":
+            continue
+        job = rec["job"]
+        trace, _ = read_trace(root / job["benchmark"] / "oracle" / f"{job['large']}__{job['small']}" / "trace.parquet")
+        n_tokens = trace.groupby("request_id")["position"].transform("size")
+        frame = trace.assign(n_tokens=n_tokens)[trace["intervened"]]
+        frame = frame.assign(critical=frame["s1_top1_prob"] < 0.5)
+        items.append({"job": job, "frame": frame, "meta": {"status": "ok", "interventions": len(frame)},
+                      "trace": trace})
+    return items
 
 
 @pytest.fixture(scope="module")
@@ -193,10 +220,25 @@ def test_full_analysis_renders_everything(study, tmp_path):
     from fsgen.analysis.summary import write_summary
     from fsgen.analysis.tables import build_tables, load_records
 
-    _, paths = study
+    from fsgen.analysis.critical import critical_tables
+    from fsgen.analysis.frontier import frontier_outputs
+    from fsgen.analysis.requests import pair_request_rows, request_frame
+    from fsgen.analysis.scaling_forms import uncertainty_tables
+
+    root, paths = study
     reference = synthetic_reference()
-    tables = build_tables(load_records(paths), reference)
+    records = load_records(paths)
+    tables = build_tables(records, reference)
     fits, residuals = scaling_tables(tables["jobs"], reference)
+    requests = request_frame(records)
+    tables.update(frontier_outputs(requests, n_boot=100))
+    tables.update(uncertainty_tables(tables["jobs"], reference, pair_request_rows(requests), n_boot=100))
+    tables.update(critical_tables(counterfactual_items(root, records), n_boot=100))
+    confidence = tables["critical_bins"].query("by == 'confidence' and n > 0")
+    assert (confidence.query("bin_high <= 0.5")["share"] == 1).all()  # critical exactly below p₁ 0.5
+    assert (confidence.query("bin_low >= 0.6")["share"] == 0).all()
+    assert tables["gap_recovery"]["status"].isin(["ok", "no gap: the large model is not more accurate",
+                                                  "not reached"]).all()
     # fitted, or flagged: a parameter at its 0.05 bound leaves the exponent unidentified
     assert (fits["status"].eq("ok") | fits["status"].str.startswith("not identified")).all()
     # routed runs need not follow the law (the bounds a, α, b ≥ 0.05 can give R² < 0); the rest do

@@ -24,6 +24,7 @@ import pandas as pd
 
 from fsgen.analysis.routing import FAMILY_SIGNAL, on_grid, sweep_curve
 from fsgen.analysis.stats import bool_column, bootstrap_frequency
+from fsgen.analysis.status import OK, explain_empty
 from fsgen.analysis.uncertainty import uncertainty_scores
 
 POSITION_BINS = np.linspace(0.0, 1.0, 6)  # relative position: fifths of the answer
@@ -115,3 +116,63 @@ def critical_router_curves(oracle_trace: pd.DataFrame, frame: pd.DataFrame) -> p
             curves.append(on_grid(share, recall, native).assign(router=family, target=target))
     out = pd.concat(curves, ignore_index=True).rename(columns={"cut": "threshold"})
     return out[["router", "target", "grid", "share_sent", "recall", "threshold"]]
+
+
+# ------------------------------------------------------------------ the tables of rule `critical`
+
+JOB_KEYS = ["benchmark", "variant", "large", "small"]
+CRITICAL_COLUMNS = [*JOB_KEYS, "interventions", "n", "n_critical", "share", "share_low", "share_high", "status"]
+BIN_COLUMNS = [*JOB_KEYS, "by", "bin", "bin_low", "bin_high", "n", "n_critical", "share", "status"]
+ROUTER_COLUMNS = [*JOB_KEYS, "router", "target", "grid", "share_sent", "recall", "threshold", "status"]
+
+
+def counterfactual_status(meta: dict, frame: pd.DataFrame) -> str:
+    """Why a job has no critical share ("ok" when it has one): its stage was skipped (a task
+    without an accuracy metric), or System 2 never changed a token."""
+    if meta.get("status") == "skipped":
+        return f"skipped: {meta.get('reason') or 'no reason recorded'}"
+    if not len(frame):
+        return "no intervention to continue (System 2 never changed a token)"
+    return OK
+
+
+def _job_rows(item: dict, n_boot: int, seed: int) -> tuple[list, list, list]:
+    """(critical row, bin rows, router rows) of one oracle job's counterfactual outcomes."""
+    ids = {k: item["job"].get(k) for k in JOB_KEYS}
+    frame, meta = item["frame"], item["meta"]
+    status = counterfactual_status(meta, frame)
+    share = critical_share(frame, n_boot, seed) if status == OK else {}
+    critical = [{**ids, "interventions": meta.get("interventions"), **share, "status": status}]
+    if status != OK:
+        return critical, [{**ids, "status": status}], [{**ids, "status": status}]
+    bins = []
+    for by in ("position", "confidence"):
+        table = critical_by_bin(frame, by)
+        bins += [{**ids, "by": by, "bin": i, **row, "status": OK if row["n"] else "no sampled intervention in this bin"}
+                 for i, row in enumerate(table.to_dict("records"))]
+    curves = critical_router_curves(item["trace"], frame)
+    curves["status"] = np.where(curves["recall"].notna(), OK, "no critical intervention among the sampled ones")
+    return critical, bins, [{**ids, **row} for row in curves.to_dict("records")]
+
+
+def critical_tables(jobs: list[dict], n_boot: int = 1000, seed: int = 0,
+                    why_none: str = "no counterfactual job") -> dict[str, pd.DataFrame]:
+    """{"critical", "critical_bins", "critical_routers"} of the oracle jobs' counterfactual outcomes.
+
+    jobs: per job {"job": identity (benchmark, variant, large, small), "frame": its
+    counterfactual.parquet rows, "meta": that file's metadata (status, reason, interventions),
+    "trace": the oracle job's trace (for the router curves)}. `critical`: per job the critical
+    share of the sampled interventions with its request-bootstrap interval; `critical_bins`: per
+    bin of relative position and of System 1's top-1 probability (`by`); `critical_routers`: the
+    offline router curves judged by critical interventions and by all interventions (`target`).
+    A job whose stage was skipped or had nothing to continue is a status row; with no job,
+    each table is one row saying `why_none` (e.g. the stage is off)."""
+    parts = [[], [], []]
+    for item in jobs:
+        for part, rows in zip(parts, _job_rows(item, n_boot, seed)):
+            part += rows
+    out = {}
+    for name, rows, columns in zip(("critical", "critical_bins", "critical_routers"), parts,
+                                   (CRITICAL_COLUMNS, BIN_COLUMNS, ROUTER_COLUMNS)):
+        out[name] = explain_empty(pd.DataFrame(rows, columns=columns), why_none)
+    return out

@@ -57,3 +57,23 @@ def proxy_frequencies(trace: pd.DataFrame, n_boot: int = 1000, seed: int = 0) ->
         pooled, _ = bootstrap_frequency(counts["hits"].to_numpy(), counts["tokens"].to_numpy(), n_boot, seed)
         out.update({name: pooled.value, f"{name}_low": pooled.low, f"{name}_high": pooled.high})
     return out
+
+
+PROXY_FREQUENCIES = [f"{name}{end}" for name in ("freq_proxy_tuned", "freq_proxy_base") for end in ("", "_low", "_high")]
+
+# The FS-GEN authors' definition of each method's frequency: the jobs-table column that holds it
+# and how to say it (the paper comparison names it per row). Methods not listed: fsgen's own
+# `freq_pooled` (a token that differs from System 1's argmax), which is also theirs.
+AUTHORS_DEFINITIONS = {
+    "proxy": ("freq_proxy_base", "authors': token ≠ the base small model's argmax where System 2 was consulted "
+                                 "(fsgen's freq_pooled compares with the tuned small model)"),
+    "speculative": ("freq_corrections", "authors': System 2's corrections only (bonus tokens not counted)"),
+}
+SAME_DEFINITION = ("freq_pooled", "authors' and fsgen's: token ≠ System 1's argmax")
+MISSING_DEFINITION = {"proxy": "authors' definition not available: the trace has no s1_base_token_id "
+                               "(decoded before fsgen recorded the base small model's argmax)"}
+
+
+def authors_definition(method: str) -> tuple[str, str]:
+    """(jobs-table column, description) of the FS-GEN authors' frequency for `method`."""
+    return AUTHORS_DEFINITIONS.get(method, SAME_DEFINITION)

@@ -11,6 +11,7 @@ import math
 import pandas as pd
 
 from fsgen.analysis.routing import FAMILY_SIGNAL, ONLINE_COLUMNS, online_tradeoff, recall_at
+from fsgen.analysis.sampling import is_sampled
 from fsgen.analysis.stats import single_model
 from fsgen.analysis.status import OK, explain_empty, token_status
 from fsgen.analysis.uncertainty import SIGNALS, auroc_status
@@ -102,9 +103,11 @@ def speculative_tables(records) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     Predicted rows come from the oracle (router always) job of the same benchmark and pair.
     Measured rows also carry the two speculative frequencies (System 2's own tokens, corrections).
+    Sampled runs (temperature > 0) are left out: the prediction assumes greedy verification (their
+    rejection share is in the `sampling` table).
     """
     rows, hist = [], []
-    for rec in records:
+    for rec in filter(lambda r: not is_sampled(r), records):
         ids = {k: rec["job"].get(k) for k in ("benchmark", "large", "small")}
         variant = rec["job"]["variant"]
         spec = rec.get("speculative")

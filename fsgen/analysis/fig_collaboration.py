@@ -91,17 +91,51 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float, np.floating)) and bool(np.isfinite(value))
 
 
-def _scaling_series(ax, fit: pd.Series, pts: pd.DataFrame, bench: str, color: str, alternative: bool) -> None:
-    """One benchmark's points and fitted curve in a scaling panel; the legend carries R² or the status."""
-    status = str(fit.get("status", "ok"))
+BAND_ALPHA = {"pairs": 0.12, "requests": 0.3}  # pairs resampled (outer, lighter); requests within jobs (inner)
+
+
+def band_of(bands: pd.DataFrame, source: str, variant: str, bench: str, form: str) -> pd.DataFrame:
+    """The bootstrap bands of one fitted form (`scaling_bands` rows, every scheme)."""
+    if bands.empty:
+        return bands
+    return bands[(bands["source"] == source) & (bands["variant"] == variant) & (bands["benchmark"] == bench)
+                 & (bands["form"] == form)]
+
+
+def _draw_bands(ax, band: pd.DataFrame, x, color: str, shown) -> None:
+    """Each scheme's pointwise 95% band: pairs resampled (lighter), requests resampled (darker),
+    cut at one data span beyond the points and the curve (`shown`): a resample of few pairs can
+    fit a wild curve, which would otherwise set the axis."""
+    shown = np.asarray(shown, float)
+    shown = shown[np.isfinite(shown)]
+    span = max(float(np.ptp(shown)), 0.02) if len(shown) else 1.0
+    low, high = (shown.min() - span, shown.max() + span) if len(shown) else (-np.inf, np.inf)
+    for scheme, alpha in BAND_ALPHA.items():
+        rows = band[band["scheme"] == scheme] if len(band) else band
+        if len(rows):
+            ax.fill_between(x(rows), rows["low"].clip(low, high), rows["high"].clip(low, high), color=color,
+                            alpha=alpha, lw=0)
+
+
+def _scaling_series(ax, fit: pd.Series, pts: pd.DataFrame, bench: str, color: str, alternative: bool,
+                    band: pd.DataFrame) -> None:
+    """One benchmark's points, fitted curve and its 95% bootstrap band in a scaling panel; the legend
+    carries R² or the status."""
+    status, at_bound = str(fit.get("status", "ok")), fit.get("at_bound")
     note = "" if status == "ok" else f", {status}"
+    if isinstance(at_bound, str) and at_bound:  # the long reason is in the table and the caption
+        note = ", " + ", ".join(f"{'α' if p == 'alpha' else p} at bound" for p in at_bound.split(","))
     if alternative:
         x = pts["small_params"].to_numpy(float) / 1e9
         r2 = fit.get("alt_r2")
         ax.scatter(x, pts["freq"], s=14, color=color, label=f"{bench} (R²={r2:.2f})" if _finite(r2) else f"{bench}{note}")
+        shown = pts["freq"].to_numpy(float)
         if _finite(fit.get("alt_c")) and len(x):
             curve = np.geomspace(x.min(), x.max(), 50)
-            ax.plot(curve, fit["alt_c"] + fit["alt_d"] * np.log(curve), color=color, lw=1.2)
+            line = fit["alt_c"] + fit["alt_d"] * np.log(curve)
+            ax.plot(curve, line, color=color, lw=1.2)
+            shown = np.r_[shown, line]
+        _draw_bands(ax, band, lambda rows: rows["small_params"].to_numpy(float) / 1e9, color, shown)
         ax.set_xscale("log")
         sizes = np.unique(x[np.isfinite(x)])
         ax.set_xticks(sizes, [f"{v:g}" for v in sizes])
@@ -112,14 +146,20 @@ def _scaling_series(ax, fit: pd.Series, pts: pd.DataFrame, bench: str, color: st
     alpha = fit["alpha"] if _finite(fit.get("alpha")) else 1.0
     label = f"{bench} (α={alpha:.2f}, R²={fit['r2']:.2f}{note})" if _finite(fit.get("r2")) else f"{bench} ({status})"
     ax.scatter(ratio ** -alpha, pts["freq"], s=14, color=color, label=label)
+    shown = pts["freq"].to_numpy(float)
     if _finite(fit.get("a")) and len(ratio):
         curve = np.geomspace(ratio.min(), ratio.max(), 50)
-        ax.plot(curve ** -alpha, power_law(curve, fit["a"], alpha, fit["b"]), color=color, lw=1.2)
+        line = power_law(curve, fit["a"], alpha, fit["b"])
+        ax.plot(curve ** -alpha, line, color=color, lw=1.2)
+        shown = np.r_[shown, line]
+    _draw_bands(ax, band, lambda rows: rows["ratio"].to_numpy(float) ** -alpha, color, shown)
     ax.set_xlabel("r^(−α)")
 
 
 def _scaling_panels(tables, fits, residuals, alternative: bool):
     fits, residuals = table({"f": fits}, "f"), table({"r": residuals}, "r")
+    bands = table(tables, "scaling_bands")
+    form = "log_small" if alternative else "power"
     if fits.empty or residuals.empty:
         return "no pair jobs to fit"
     always = set(always_jobs(tables).get("variant", pd.Series(dtype=object)))
@@ -143,7 +183,8 @@ def _scaling_panels(tables, fits, residuals, alternative: bool):
                 pts = residuals[(residuals["source"] == source) & (residuals["variant"] == variant)
                                 & (residuals["benchmark"] == bench)].dropna(subset=["freq"])
                 if len(fit) and len(pts):
-                    _scaling_series(ax, fit.iloc[0], pts, bench, f"C{j}", alternative)
+                    band = band_of(bands, source, variant, bench, form)
+                    _scaling_series(ax, fit.iloc[0], pts, bench, f"C{j}", alternative, band)
             ax.set_title(f"{source}: {variant}")
             ax.set_ylabel("collaboration frequency")
             if ax.get_legend_handles_labels()[0]:

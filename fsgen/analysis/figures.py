@@ -15,6 +15,8 @@ from pathlib import Path
 
 from fsgen import atomic
 from fsgen.analysis import outputs
+from fsgen.analysis.fig_cost import fig_frontier
+from fsgen.analysis.fig_critical import fig_critical
 from fsgen.analysis.fig_collaboration import fig_accuracy, fig_collaboration, fig_scaling_law, fig_scaling_small_size
 from fsgen.analysis.fig_routers import fig_router_offline, fig_router_online, fig_speculative
 from fsgen.analysis.fig_uncertainty import fig_auroc, fig_positions, fig_uncertainty
@@ -26,9 +28,10 @@ DRAW = {  # registry name -> (drawing function, the figure's title)
     "collaboration": (fig_collaboration,
                       "Collaboration frequency per pair, pooled over tokens, with 95% bootstrap CI"),
     "scaling_law": (fig_scaling_law, "Scaling law f(r) = b − a·r^(−α), r = large/small parameter ratio, α fitted per"
-                                     " benchmark: points and fitted curves (rows: source)"),
+                                     " benchmark: points, fitted curves, 95% bootstrap bands (rows: source)"),
     "scaling_small_size": (fig_scaling_small_size,
-                           "Alternative predictor f = c + d·ln N_small: frequency against the small model's size"),
+                           "Alternative predictor f = c + d·ln N_small: frequency against the small model's size"
+                           " (shaded: 95% bootstrap bands)"),
     "uncertainty_distributions": (fig_uncertainty, "System 1's confidence at positions with and without"
                                                    " intervention (pooled over pairs)"),
     "auroc": (fig_auroc,
@@ -37,6 +40,10 @@ DRAW = {  # registry name -> (drawing function, the figure's title)
     "router_offline": (fig_router_offline, "Offline router sweep on oracle traces (held-out requests)"),
     "router_online": (fig_router_online, "Online routers: accuracy against System 2 call rate"),
     "speculative": (fig_speculative, "Speculative decoding: measured vs predicted from the oracle trace"),
+    "frontier": (fig_frontier, "Accuracy against cost per pair: every setting (filled: on the Pareto frontier), the"
+                               " frontier with its 95% band, dotted: 90% of the small→large gap"),
+    "critical": (fig_critical, "Which interventions matter: share that changes the outcome when System 1's token"
+                               " is kept, and routers judged by the critical ones they catch"),
 }
 if set(DRAW) != set(outputs.FIGURES):  # one home for the names: fsgen.analysis.outputs
     raise RuntimeError(f"figures.DRAW and the outputs registry disagree on {sorted(set(DRAW) ^ set(outputs.FIGURES))}")

@@ -9,6 +9,11 @@ Names are the keys the rules and scripts use (`snakemake.input.<name>` / `snakem
 Tables and figures have separate name spaces (the `auroc` table feeds the `auroc` figure); the
 scaling-law tables are named `fits` and `residuals` (files `scaling_law.csv`,
 `scaling_residuals.csv`), as the `scaling_law` rule has always called them.
+
+Rules: `aggregate` (from stats.json), `scaling_law` (jobs table + stats.json's per-request
+counts), `frontier` (stats.json's per-request costs and outcomes), `critical` (the oracle jobs'
+counterfactual outcomes and traces), `figures`, `summary` (summary.md and `findings`, the
+report's landing text: the Snakefile's `report:` description includes it).
 """
 
 from __future__ import annotations
@@ -54,26 +59,46 @@ TABLES: dict[str, Output] = {o.name: o for o in (
     _table("histograms", None),  # figure data
     _table("accepted_lengths", None),
     _table("router_offline", None),
+    _table("costs", "Cost"),
+    _table("sampling", "Speculative"),
     _table("fits", "Scaling law", rule="scaling_law", file="scaling_law"),
     _table("residuals", "Scaling law", rule="scaling_law", file="scaling_residuals"),
+    _table("scaling_forms", "Scaling law", rule="scaling_law"),
+    _table("scaling_bootstrap", "Scaling law", rule="scaling_law"),
+    _table("scaling_verdicts", "Scaling law", rule="scaling_law"),
+    _table("scaling_bands", None, rule="scaling_law"),  # figure data
+    _table("frontier_points", "Cost", rule="frontier"),
+    _table("gap_recovery", "Cost", rule="frontier"),
+    _table("frontier_bands", None, rule="frontier"),
+    _table("critical", "Critical interventions", rule="critical"),
+    _table("critical_bins", "Critical interventions", rule="critical"),
+    _table("critical_routers", None, rule="critical"),
 )}
 
 FIGURES: dict[str, Output] = {o.name: o for o in (
     _figure("accuracy", "Accuracy", ["jobs"]),
     _figure("collaboration", "Collaboration", ["jobs"]),
-    _figure("scaling_law", "Scaling law", ["jobs", "fits", "residuals"]),
-    _figure("scaling_small_size", "Scaling law", ["jobs", "fits", "residuals"]),
+    _figure("scaling_law", "Scaling law", ["jobs", "fits", "residuals", "scaling_bands"]),
+    _figure("scaling_small_size", "Scaling law", ["jobs", "fits", "residuals", "scaling_bands"]),
     _figure("uncertainty_distributions", "Uncertainty", ["jobs", "histograms"]),
     _figure("auroc", "Uncertainty", ["jobs", "auroc"]),
     _figure("positions", "Uncertainty", ["jobs", "positions"]),
     _figure("router_offline", "Routers", ["router_offline"]),
     _figure("router_online", "Routers", ["router_online"]),
     _figure("speculative", "Speculative", ["speculative", "accepted_lengths"]),
+    _figure("frontier", "Cost", ["frontier_points", "frontier_bands", "gap_recovery"]),
+    _figure("critical", "Critical interventions", ["critical", "critical_bins", "critical_routers"]),
 )}
 
+SUMMARY_NEEDS = ("jobs", "speculative", "auroc", "router_offline_summary", "router_online", "fits",
+                 "scaling_forms", "scaling_verdicts", "gap_recovery", "critical", "critical_routers", "sampling")
 SUMMARY = Output("summary", "summary.md", "summary", "summary", "Collaboration", "summary",
-                 needs=("jobs", "speculative", "auroc", "router_offline_summary", "fits"),
-                 optional_needs=("paper_comparison",))
+                 needs=SUMMARY_NEEDS, optional_needs=("paper_comparison",))
+# the report's landing text (reStructuredText): the headline numbers with links to the figures;
+# workflow/report/workflow.rst (the Snakefile's `report:`) includes it, so it is not an item itself
+FINDINGS = Output("findings", "findings.rst", "summary", "summary", None, None,
+                  needs=SUMMARY_NEEDS, optional_needs=("paper_comparison",))
+SUMMARIES: dict[str, Output] = {o.name: o for o in (SUMMARY, FINDINGS)}
 
 
 def tables(rule: str | None = None, reference: bool = True) -> dict[str, Output]:
@@ -94,7 +119,12 @@ def summary_inputs(reference: bool = True) -> tuple[str, ...]:
 
 def report_outputs(reference: bool = True) -> list[Output]:
     """Every output that appears in the report (has a category), tables, figures, summary."""
-    return [o for o in (*tables(reference=reference).values(), *FIGURES.values(), SUMMARY) if o.category]
+    return [o for o in (*tables(reference=reference).values(), *FIGURES.values(), *SUMMARIES.values()) if o.category]
+
+
+def all_outputs(reference: bool = True) -> list[Output]:
+    """Every table, figure and summary output (the analysis stage's targets)."""
+    return [*tables(reference=reference).values(), *FIGURES.values(), *SUMMARIES.values()]
 
 
 def caption_path(output: Output, root=".") -> str:

@@ -84,3 +84,38 @@ def rejection_by_pair(runs: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     columns = PAIR_KEYS + ["setting", "temperature", "n_seeds", "rejection_share", "rejection_sd",
                            "rejection_low", "rejection_high", "greedy_mismatch_share"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def sampled(temperature) -> np.ndarray | bool:
+    """Whether a decode sampled (temperature > 0); an unset temperature (NaN, None) is greedy."""
+    scalar = temperature is None or np.isscalar(temperature)
+    values = pd.to_numeric(pd.Series([temperature] if scalar else temperature), errors="coerce").fillna(0.0)
+    return bool(values.iloc[0] > 0) if scalar else values.to_numpy() > 0
+
+
+def is_sampled(record: dict) -> bool:
+    """A stats.json record of a sampled decode (its `decode.temperature` > 0)."""
+    return sampled((record.get("decode") or {}).get("temperature"))
+
+
+def sampling_table(records: list[dict], level: float = 0.95) -> pd.DataFrame:
+    """`rejection_by_pair` over the speculative jobs' `sampling` blocks (stats.json), with a status
+    saying what is missing: one seed (no interval), no greedy run of the pair, no judged draft."""
+    runs = pd.DataFrame([{**{k: rec["job"].get(k) for k in (*PAIR_KEYS, "variant")},
+                          "temperature": float((rec.get("decode") or {}).get("temperature") or 0.0),
+                          "judged": rec["sampling"]["judged"], "rejected": rec["sampling"]["rejected"]}
+                         for rec in records if rec.get("sampling")],
+                        columns=[*PAIR_KEYS, "variant", "temperature", "judged", "rejected"])
+    table = rejection_by_pair(runs, level) if len(runs) else pd.DataFrame()
+    if table.empty:
+        why = ("no sampled speculative run (temperature > 0; config methods.<name>.temperature and seeds)"
+               if not len(runs) or not (runs["temperature"] > 0).any() else "no sampled run with judged drafts")
+        return pd.DataFrame([{"status": why}], columns=[*PAIR_KEYS, "setting", "temperature", "n_seeds",
+                                                        "rejection_share", "rejection_sd", "rejection_low",
+                                                        "rejection_high", "greedy_mismatch_share", "status"])
+    reasons = [[r for r in (
+        "no judged draft (no tokens)" if not np.isfinite(row.rejection_share) else None,
+        "one seed: no interval across seeds" if row.n_seeds < 2 else None,
+        "no greedy speculative run of this pair" if not np.isfinite(row.greedy_mismatch_share) else None) if r]
+        for row in table.itertuples()]
+    return table.assign(status=["; ".join(r) or "ok" for r in reasons])

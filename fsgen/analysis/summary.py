@@ -12,8 +12,10 @@ from pathlib import Path
 import pandas as pd
 
 from fsgen import atomic
+from fsgen.analysis.findings import findings, findings_markdown, greedy_always, write_findings
+from fsgen.analysis.routing import recall_at
 from fsgen.analysis.stats import pair_mask, single_model_rows
-from fsgen.analysis.status import data_rows as table
+from fsgen.analysis.status import OK, data_rows as table
 
 
 def _f(x, digits=3) -> str:
@@ -74,14 +76,28 @@ def collaboration_section(tables: dict) -> list[str]:
            "(interventions / generated tokens); accuracies are means over pairs.", "", "## Collaboration and accuracy", ""]
     if pair_jobs.empty:
         return out + [f"No pair job: {_why(tables, 'jobs', 'none configured')}.", ""]
-    always = pair_jobs[pair_jobs["router"].fillna("always") == "always"]
+    always = greedy_always(tables)
     share_below = (always["freq_pooled"].dropna() < 0.2).mean() if always["freq_pooled"].notna().any() else math.nan
-    out.append(f"Jobs (router always) with frequency below 20%: {_f(100 * share_below, 0)}%.\n")
+    out.append(f"Jobs (greedy, router always) with frequency below 20%: {_f(100 * share_below, 0)}%.\n")
     out.append(_table(headline(jobs)))
+    out += proxy_lines(pair_jobs)
     notes = _missing_notes(pair_jobs)
     if notes:
         out += ["What could not be computed (jobs table, column `status`):", *notes, ""]
     return out
+
+
+def proxy_lines(pair_jobs: pd.DataFrame) -> list[str]:
+    """Proxy tuning's frequency under fsgen's definition (tuned small) and the authors' (base small)."""
+    if "freq_proxy_base" not in pair_jobs.columns or not pair_jobs["method"].eq("proxy").any():
+        return []
+    proxy = pair_jobs[pair_jobs["method"] == "proxy"]
+    if proxy["freq_proxy_base"].isna().all():
+        return ["Proxy tuning under the authors' definition (against the base small model): not available, the "
+                "traces have no s1_base_token_id (decoded before fsgen recorded it).", ""]
+    return [f"Proxy tuning: mean frequency {_f(proxy['freq_proxy_tuned'].mean())} against the tuned small model "
+            f"(fsgen's `freq_pooled`), {_f(proxy['freq_proxy_base'].mean())} against the base small model (the FS-GEN "
+            "authors' definition, used in the paper comparison).", ""]
 
 
 def scaling_section(fits: pd.DataFrame | None) -> list[str]:
@@ -108,7 +124,9 @@ def comparison_section(tables: dict) -> list[str]:
     comp = table(tables, "paper_comparison")
     if comp.empty:
         return []  # no reference configured: nothing to compare with
-    out = ["## Comparison with the published FS-GEN frequencies", ""]
+    out = ["## Comparison with the published FS-GEN frequencies", "",
+           "Ours under the authors' definitions (column `definition`: proxy tuning against the base small model, "
+           "speculative decoding corrections only), greedy runs with router always.", ""]
     matched = comp[comp["matched"].astype(bool)]
     if len(matched):
         agg = matched.groupby(["method", "benchmark"]).agg(
@@ -164,17 +182,77 @@ def uncertainty_section(tables: dict) -> list[str]:
     return out + [_table(au.groupby(["variant", "benchmark", "signal"])[value].mean().unstack("signal").reset_index())]
 
 
+def forms_section(tables: dict) -> list[str]:
+    out = ["## Which law the frequencies follow", "",
+           "Four forms compared by AICc and leave-one-pair-out error (table `scaling_verdicts`; intervals in "
+           "`scaling_bootstrap`):", ""]
+    verdicts = table(tables, "scaling_verdicts")
+    if verdicts.empty:
+        return out + [f"No comparison: {_why(tables, 'scaling_verdicts', 'no pair job')}.", ""]
+    return out + [f"- {sentence}" for sentence in verdicts["sentence"]] + [""]
+
+
+def cost_section(tables: dict) -> list[str]:
+    out = ["## Cost and the accuracy–cost frontier", "",
+           "Cost of recovering 90% of the small→large accuracy gap on each pair's frontier (95% interval; "
+           "`s2_share`: share of tokens System 2 decided, `s2_calls`: calls per request, `flops` and `wall_s` per "
+           "request):", ""]
+    gaps = table(tables, "gap_recovery")
+    if gaps.empty:
+        return out + [f"No frontier: {_why(tables, 'gap_recovery', 'no pair job')}.", ""]
+    view = gaps[["benchmark", "large", "small", "cost_model", "cost", "low", "high", "via", "status"]]
+    return out + [_table(view)]
+
+
+def critical_section(tables: dict) -> list[str]:
+    out = ["## Which interventions matter", "",
+           "Share of sampled interventions whose answer changes outcome when System 1's token is kept (critical), "
+           "with 95% request-bootstrap intervals:", ""]
+    crit = table(tables, "critical")
+    if crit.empty:
+        return out + [f"Not measured: {_why(tables, 'critical', 'no counterfactual job')}.", ""]
+    out.append(_table(crit[["benchmark", "variant", "large", "small", "n", "share", "share_low", "share_high",
+                            "status"]]))
+    routers = table(tables, "critical_routers").dropna(subset=["recall"])
+    if len(routers):
+        rows = []
+        for (bench, target), g in routers.groupby(["benchmark", "target"], sort=True):
+            for share in (0.1, 0.2):
+                per_pair = pd.DataFrame([recall_at(p, share) for _, p in g.groupby(["variant", "large", "small"])])
+                rows.append({"benchmark": bench, "target": target, "sent ≤": share, **per_pair.mean().to_dict()})
+        out += ["Offline routers (oracle traces, mean over pairs of the best recall): critical interventions vs all:",
+                "", _table(pd.DataFrame(rows))]
+    return out
+
+
+def sampling_section(tables: dict) -> list[str]:
+    out = ["## Collaboration under sampling", "",
+           "Speculative decoding with temperature > 0: share of judged drafts System 2 rejects, mean and 95% "
+           "t-interval across seeds, beside the greedy run's mismatch share:", ""]
+    rows = table(tables, "sampling")
+    if rows.empty:
+        return out + [f"{_why(tables, 'sampling', 'no sampled speculative run')}.", ""]
+    return out + [_table(rows)]
+
+
 def build_summary(tables: dict, fits: pd.DataFrame | None) -> str:
-    out = ["# fsgen summary", ""]
+    out = ["# fsgen summary", "", "## Headline findings", "", *findings_markdown(findings(tables)), ""]
     out += collaboration_section(tables)
     out += scaling_section(fits)
+    out += forms_section(tables)
     out += comparison_section(tables)
     out += speculative_section(tables)
+    out += sampling_section(tables)
     out += router_section(tables)
+    out += cost_section(tables)
+    out += critical_section(tables)
     out += uncertainty_section(tables)
     return "\n".join(out).rstrip() + "\n"
 
 
-def write_summary(tables: dict, fits: pd.DataFrame | None, path) -> Path:
+def write_summary(tables: dict, fits: pd.DataFrame | None, path, findings_path=None) -> Path:
+    """summary.md, and (when `findings_path` is given) the report's landing text findings.rst."""
     atomic.write_text(path, build_summary(tables, fits))
+    if findings_path is not None:
+        write_findings({**tables, "fits": fits if fits is not None else tables.get("fits")}, findings_path)
     return Path(path)

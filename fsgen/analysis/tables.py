@@ -25,6 +25,9 @@ from fsgen.analysis.detail_tables import (
     router_online_table,
     speculative_tables,
 )
+from fsgen.analysis.definitions import MISSING_DEFINITION, PROXY_FREQUENCIES, authors_definition
+from fsgen.analysis.requests import costs_table
+from fsgen.analysis.sampling import sampled, sampling_table
 from fsgen.analysis.stats import pair_mask
 from fsgen.analysis.status import OK, accuracy_status, explain_empty, job_status, wide_status
 from fsgen.analysis.uncertainty import SIGNALS
@@ -57,6 +60,7 @@ def jobs_table(records: list[dict]) -> pd.DataFrame:
     rows = []
     for rec in records:
         row = dict(rec["job"])
+        row["temperature"] = _num((rec.get("decode") or {}).get("temperature"))
         row.update({k: (math.nan if v is None else v) for k, v in rec["stats"].items()})
         acc = rec.get("accuracy", {})
         row.update(accuracy=_num(acc.get("method")), small_accuracy=_num(acc.get("small")),
@@ -75,7 +79,8 @@ def jobs_table(records: list[dict]) -> pd.DataFrame:
             *ID, "large_params", "small_params", "freq_pooled", "freq_pooled_low", "freq_pooled_high",
             "s2_call_rate", "accuracy", "small_accuracy", "large_accuracy", "accuracy_status"]), "no jobs")
     df = pd.DataFrame(rows)
-    df = df.reindex(columns=[*df.columns, *[c for c in SPEC_FREQUENCIES if c not in df.columns]])
+    extra = [c for c in (*SPEC_FREQUENCIES, *PROXY_FREQUENCIES) if c not in df.columns]
+    df = df.reindex(columns=[*df.columns, *extra])
     df["ratio"] = df["large_params"].astype(float) / df["small_params"].astype(float)
     return df.sort_values(["benchmark", "variant", "small_params", "large_params"], ignore_index=True)
 
@@ -113,47 +118,57 @@ def _model_key(name) -> str:
 
 
 def reference_comparison(jobs: pd.DataFrame, reference: pd.DataFrame, benchmark_map: dict | None = None) -> pd.DataFrame:
-    """Our pooled frequency beside the published one, per (method, benchmark, pair), outer join.
+    """Our frequency under the FS-GEN authors' definition beside the published one, per (method,
+    benchmark, pair), outer join; `definition` names the definition of each row
+    (`fsgen.analysis.definitions.authors_definition`: proxy against the base small model,
+    speculative corrections only, the others as fsgen counts them).
 
-    Our runs join when their method is the reference's method and their router is `always`
-    (`our_variant` names the run);
-    model names join on their last path component (case-insensitive); `benchmark_map` maps our
-    benchmark names to the reference's. difference = ours − paper.
+    Our runs join when their method is the reference's method, their router is `always` and
+    they decode greedily (temperature 0 or unset: the paper's setting); `our_variant` names the
+    run. Model names join on their last path component (case-insensitive); `benchmark_map` maps
+    our benchmark names to the reference's. difference = ours − paper.
     """
     benchmark_map = benchmark_map or {}
     ref = reference.assign(_l=reference["large_model"].map(_model_key), _s=reference["small_model"].map(_model_key))
     ref = ref.rename(columns={"collaboration_frequency": "freq_paper"})
-    ours = jobs[(jobs["router"].fillna("always") == "always") & jobs["method"].isin(reference["method"].unique())]
-    # speculative: the authors count corrections only (fsgen.analysis.acceptance)
-    freq = "freq_corrections" if "freq_corrections" in ours.columns else "freq_pooled"
-    spec = ours["method"].eq("speculative")
+    greedy = ~sampled(jobs["temperature"]) if "temperature" in jobs.columns else True
+    ours = jobs[(jobs["router"].fillna("always") == "always") & jobs["method"].isin(reference["method"].unique())
+                & greedy]
+    column = ours["method"].map(lambda m: authors_definition(m)[0])
     ours = pd.DataFrame({
         "method": ours["method"], "benchmark": ours["benchmark"].map(lambda b: benchmark_map.get(b, b)),
         "our_variant": ours["variant"], "our_large": ours["large"], "our_small": ours["small"],
         "_l": ours["large"].map(_model_key), "_s": ours["small"].map(_model_key),
-        **{f"freq_ours{end}": ours[f"freq_pooled{end}"].where(~spec, ours.get(f"{freq}{end}"))
-           for end in ("", "_low", "_high")},
+        **{f"freq_ours{end}": _pick(ours, column, end) for end in ("", "_low", "_high")},
     })
     merged = ours.merge(ref, on=["method", "benchmark", "_l", "_s"], how="outer")
+    merged["definition"] = merged["method"].map(lambda m: authors_definition(m)[1])
     merged["difference"] = merged["freq_ours"] - merged["freq_paper"]
     merged["matched"] = merged["freq_ours"].notna() & merged["freq_paper"].notna()
+    missing = merged["method"].map(lambda m: MISSING_DEFINITION.get(m, "our frequency missing"))
     merged["status"] = np.select(
-        [merged["matched"], merged["our_variant"].isna(), merged["freq_paper"].isna()],
-        [OK, "no run of ours for this reference row", "not in the reference"], "our frequency missing")
+        [merged["matched"], merged["our_variant"].isna(), merged["freq_paper"].isna() & merged["freq_ours"].notna()],
+        [OK, "no run of ours for this reference row", "not in the reference"], missing)
     merged["large_model"] = merged["large_model"].fillna(merged["our_large"])
     merged["small_model"] = merged["small_model"].fillna(merged["our_small"])
     cols = ["method", "benchmark", "large_model", "small_model", "large_params_b", "small_params_b",
-            "our_variant", "freq_ours", "freq_ours_low", "freq_ours_high", "freq_paper", "difference", "matched",
-            "status"]
+            "our_variant", "definition", "freq_ours", "freq_ours_low", "freq_ours_high", "freq_paper", "difference",
+            "matched", "status"]
     merged = merged[cols].sort_values(["method", "benchmark", "small_params_b", "large_params_b"], ignore_index=True)
     return explain_empty(merged, "neither our runs nor the reference have a method both name")
+
+
+def _pick(jobs: pd.DataFrame, column: pd.Series, end: str) -> pd.Series:
+    """Per row, the value of the column `column` names (+ `end`: "", "_low", "_high")."""
+    values = [jobs.at[i, f"{c}{end}"] if f"{c}{end}" in jobs.columns else math.nan for i, c in column.items()]
+    return pd.Series(values, index=jobs.index, dtype=float)
 
 
 def build_tables(records: list[dict], reference: pd.DataFrame | None = None,
                  benchmark_map: dict | None = None) -> dict[str, pd.DataFrame]:
     """Every aggregate table of rule `aggregate` by name (`outputs.tables("aggregate")`)."""
     jobs = jobs_table(records)
-    spec, accepted = speculative_tables(records)
+    spec, accepted = speculative_tables(records)  # greedy runs: the prediction from the oracle assumes greedy
     offline = router_offline_table(records)
     tables = {
         "jobs": jobs,
@@ -167,6 +182,8 @@ def build_tables(records: list[dict], reference: pd.DataFrame | None = None,
         "router_offline": offline,
         "router_offline_summary": router_offline_summary(offline, missing=router_offline_missing(records)),
         "router_online": router_online_table(jobs),
+        "costs": costs_table(records),
+        "sampling": sampling_table(records),
     }
     if reference is not None:
         tables["paper_comparison"] = reference_comparison(jobs, reference, benchmark_map)
