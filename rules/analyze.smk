@@ -117,6 +117,22 @@ rule critical:
         "../scripts/critical.py"
 
 
+rule proxy_gap:
+    input:
+        unpack(proxy_gap_inputs),
+        code=ANALYSIS_CODE,
+    output:
+        **table_outputs("proxy_gap"),
+    params:
+        jobs=proxy_gap_jobs(),
+    log:
+        LOGS / "proxy_gap.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/proxy_gap.py"
+
+
 rule figures:
     input:
         ANALYSIS_CODE,  # positional: the script reads every named input as a table

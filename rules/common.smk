@@ -330,6 +330,31 @@ def critical_inputs(wildcards):
             "trace": [str(PAIR_DIR / "trace.parquet").format(**j) for j in COUNTERFACTUAL_JOBS]}
 
 
+def proxy_gap_items():
+    """Proxy jobs whose large model's tuned variant was decoded alone (its reference), with the
+    job dirs of the three runs: the proxy job, the large model alone, its tuned variant alone."""
+    singles = {(j["benchmark"], j["model"]) for j in SINGLE_JOBS}
+    items = []
+    for job in PAIR_JOBS:
+        tuned = config["models"][job["large"]].get("tuned")
+        if pj.variant_method(config, job["variant"]).needs_tuned_small and (job["benchmark"], tuned) in singles:
+            alone = {"large": job["large"], "tuned_samples": tuned}
+            dirs = {name: str(SINGLE_DIR).format(benchmark=job["benchmark"], model=m) for name, m in alone.items()}
+            items.append({"job": pj.job_identity(config, job), "tuned": tuned,
+                          "dirs": {"proxy": str(PAIR_DIR).format(**job), **dirs}})
+    return items
+
+
+def proxy_gap_inputs(wildcards):
+    """The three runs' metrics.json of every proxy_gap_items() entry (scored_samples.jsonl beside it)."""
+    return {name: [str(Path(item["dirs"][name]) / "metrics.json") for item in proxy_gap_items()]
+            for name in ("proxy", "large", "tuned_samples")}
+
+
+def proxy_gap_jobs():
+    return [{"job": item["job"], "tuned": item["tuned"]} for item in proxy_gap_items()]
+
+
 def critical_jobs():
     """The identities of the oracle jobs critical_inputs() lists, and why there are none."""
     jobs = [pj.job_identity(config, j) for j in COUNTERFACTUAL_JOBS]

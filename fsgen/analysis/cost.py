@@ -17,7 +17,6 @@ answered the same documents), so the bands and intervals are paired.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -26,7 +25,8 @@ import pandas as pd
 
 from fsgen.analysis.scaling import percentile_interval
 from fsgen.analysis.scaling_forms import group_rng
-from fsgen.analysis.stats import bool_column, primary_metric, single_model, single_model_rows
+from fsgen.analysis.stats import (bool_column, document_metrics, primary_metric, read_jsonl, single_model,
+                                  single_model_rows)
 from fsgen.decoding.methods import get_method
 
 COST_COLUMNS = ["tokens", "s2_tokens", "s2_consultations", "s2_forward_passes", "s1_tokens_read", "s2_tokens_read"]
@@ -168,28 +168,18 @@ def decode_benchmark_path(bench_dir, job: dict) -> Path:
     return bench_dir / job["variant"] / f"{job['large']}__{job['small']}.tsv"
 
 
-def _read_jsonl(path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
 def request_correctness(generations_path, scored_samples_path, metric: str | None = None) -> pd.DataFrame:
     """request_id, doc_id, correct: lm-eval's per-document metric (scored_samples.jsonl, one row
     per document and filter) joined to the requests of generations.jsonl by (task, doc_id).
 
     metric: "name,filter" (e.g. "exact_match,flexible-extract"); None picks the key that
     `primary_metric` would report for the job, so per-request correctness averages to it."""
-    scored = _read_jsonl(scored_samples_path)
-    values = {}  # "name,filter" -> {(task, doc_id): value}
-    for sample in scored:
-        for name in sample.get("metrics", []):
-            key = f"{name},{sample.get('filter', 'none')}"
-            values.setdefault(key, {})[(sample["task"], sample["doc_id"])] = float(sample[name])
+    values = document_metrics(scored_samples_path)  # "name,filter" -> {(task, doc_id): value}
     key = metric or _primary_key(list(values))
     if key not in values:
         raise KeyError(f"{scored_samples_path}: no per-document metric {key!r} (has {sorted(values)})")
     rows = []
-    for gen in _read_jsonl(generations_path):
+    for gen in read_jsonl(generations_path):
         where = (gen["task"], gen["doc_id"])
         if where not in values[key]:
             raise KeyError(f"{scored_samples_path}: no {key!r} for task {where[0]!r} doc {where[1]!r} "

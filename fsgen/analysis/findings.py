@@ -193,6 +193,19 @@ def sampling_finding(tables) -> Finding:
     return Finding("Under sampling", text, ("speculative",), "Speculative")
 
 
+def proxy_gap_finding(tables) -> Finding:
+    rows = table(tables, "proxy_gap")
+    ok = rows[rows["status"] == OK].dropna(subset=["share"]) if len(rows) else rows
+    if ok.empty:
+        return Finding("Proxy tuning", f"no gap share: {_status(tables, 'proxy_gap')}.", (), "Proxy tuning")
+    gap = ok.loc[ok["gap"].abs().groupby([ok["benchmark"], ok["large"], ok["small"]]).idxmax()]  # the widest gap
+    parts = [f"{pair_label(r.large, r.small)} on `{r.metric}` (`{r.benchmark}`): {_pct(r.share)} "
+             f"[{_pct(r.share_low)}, {_pct(r.share_high)}]" for r in gap.itertuples()]
+    text = ("share of the gap to the large model tuned directly that proxy tuning closes, on each pair's metric "
+            f"with the widest gap (95% interval): {'; '.join(parts)}.")
+    return Finding("Proxy tuning", text, (), "Proxy tuning")
+
+
 def _status(tables, name) -> str:
     df = tables.get(name)
     if df is not None and "status" in df.columns and len(df):
@@ -203,7 +216,7 @@ def _status(tables, name) -> str:
 def findings(tables: dict) -> list[Finding]:
     """Every headline finding of the run, in reading order."""
     return [*frequency_findings(tables), router_finding(tables), *scaling_findings(tables), gap_finding(tables),
-            critical_finding(tables), sampling_finding(tables)]
+            critical_finding(tables), proxy_gap_finding(tables), sampling_finding(tables)]
 
 
 # ------------------------------------------------------------------ rendering

@@ -12,7 +12,8 @@ scaling-law tables are named `fits` and `residuals` (files `scaling_law.csv`,
 
 Rules: `aggregate` (from stats.json), `scaling_law` (jobs table + stats.json's per-request
 counts), `frontier` (stats.json's per-request costs and outcomes), `critical` (the oracle jobs'
-counterfactual outcomes and traces), `figures`, `summary` (summary.md and `findings`, the
+counterfactual outcomes and traces), `proxy_gap` (proxy jobs' and the tuned large models' scored
+samples), `figures`, `summary` (summary.md and `findings`, the
 report's landing text: the Snakefile's `report:` description includes it).
 """
 
@@ -73,6 +74,7 @@ TABLES: dict[str, Output] = {o.name: o for o in (
     _table("critical", "Critical interventions", rule="critical"),
     _table("critical_bins", "Critical interventions", rule="critical"),
     _table("critical_routers", None, rule="critical"),
+    _table("proxy_gap", "Proxy tuning", rule="proxy_gap"),
 )}
 
 FIGURES: dict[str, Output] = {o.name: o for o in (
@@ -91,7 +93,8 @@ FIGURES: dict[str, Output] = {o.name: o for o in (
 )}
 
 SUMMARY_NEEDS = ("jobs", "speculative", "auroc", "router_offline_summary", "router_online", "fits",
-                 "scaling_forms", "scaling_verdicts", "gap_recovery", "critical", "critical_routers", "sampling")
+                 "scaling_forms", "scaling_verdicts", "gap_recovery", "critical", "critical_routers", "sampling",
+                 "proxy_gap")
 SUMMARY = Output("summary", "summary.md", "summary", "summary", "Collaboration", "summary",
                  needs=SUMMARY_NEEDS, optional_needs=("paper_comparison",))
 # the report's landing text (reStructuredText): the headline numbers with links to the figures;

@@ -13,13 +13,13 @@ document is `doc` = "<task>/<doc_id>" (a group task's subtasks number their docu
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from fsgen.analysis.stats import read_jsonl
 from fsgen.analysis.cost import COST_COLUMNS, cost_summary, job_costs, read_wall_seconds, request_correctness
 from fsgen.analysis.stats import per_request_counts, single_model_rows
 from fsgen.analysis.status import OK, explain_empty, join_reasons, token_status
@@ -29,11 +29,6 @@ COUNT_COLUMNS = ["interventions", *COST_COLUMNS, "flops"]  # zero for a request 
 IDENTITY = ["benchmark", "variant", "method", "router", "large", "small", "large_params", "small_params"]
 
 
-def _read_jsonl(path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
 def request_outcomes(generations_path=None, scored_samples_path=None, metric: str | None = None
                      ) -> tuple[pd.DataFrame | None, str]:
     """(request_id, doc, correct) of every request lm-eval asked for, and why `correct` is NaN
@@ -41,7 +36,7 @@ def request_outcomes(generations_path=None, scored_samples_path=None, metric: st
     per-document metric (a generation-only task such as MT-Bench)."""
     if not generations_path or not Path(generations_path).exists():
         return None, "no generations.jsonl"
-    generations = _read_jsonl(generations_path)
+    generations = read_jsonl(generations_path)
     frame = pd.DataFrame({"request_id": [int(g["request_id"]) for g in generations],
                           "doc": [f"{g['task']}/{g['doc_id']}" for g in generations], "correct": math.nan})
     if not scored_samples_path or not Path(scored_samples_path).exists():

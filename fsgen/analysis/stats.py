@@ -177,3 +177,20 @@ def single_model_rows(methods: pd.Series) -> pd.Series:
 def pair_mask(jobs: pd.DataFrame) -> pd.Series:
     """Rows of a per-job table that are collaborations between two models (not single runs)."""
     return ~single_model_rows(jobs["method"]) & jobs["large"].notna() & jobs["small"].notna()
+
+
+def read_jsonl(path) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def document_metrics(scored_samples_path) -> dict[str, dict[tuple, float]]:
+    """lm-eval's per-document metric values of a scored run (scored_samples.jsonl: one row per
+    document and filter): {"name,filter": {(task, doc_id): value}}."""
+    values: dict[str, dict[tuple, float]] = {}
+    for sample in read_jsonl(scored_samples_path):
+        for name in sample.get("metrics", []):
+            key = f"{name},{sample.get('filter', 'none')}"
+            values.setdefault(key, {})[(sample["task"], sample["doc_id"])] = float(sample[name])
+    return values
+

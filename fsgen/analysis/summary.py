@@ -15,7 +15,7 @@ from fsgen import atomic
 from fsgen.analysis.findings import findings, findings_markdown, greedy_always, write_findings
 from fsgen.analysis.routing import recall_at
 from fsgen.analysis.stats import pair_mask, single_model_rows
-from fsgen.analysis.status import OK, data_rows as table
+from fsgen.analysis.status import data_rows as table
 
 
 def _f(x, digits=3) -> str:
@@ -235,6 +235,17 @@ def sampling_section(tables: dict) -> list[str]:
     return out + [_table(rows)]
 
 
+def proxy_gap_section(tables: dict) -> list[str]:
+    out = ["## Proxy tuning against the large model tuned directly", "",
+           "Share of the gap between the large model and its tuned variant (decoded alone) that proxy tuning "
+           "closes, per metric, with a paired 95% bootstrap interval over documents:", ""]
+    rows = table(tables, "proxy_gap")
+    if rows.empty:
+        return out + [f"Not measured: {_why(tables, 'proxy_gap', 'no proxy job with a tuned large model')}.", ""]
+    return out + [_table(rows[["benchmark", "variant", "large", "small", "large_tuned", "metric", "large_value",
+                              "proxy_value", "tuned_value", "share", "share_low", "share_high", "status"]])]
+
+
 def build_summary(tables: dict, fits: pd.DataFrame | None) -> str:
     out = ["# fsgen summary", "", "## Headline findings", "", *findings_markdown(findings(tables)), ""]
     out += collaboration_section(tables)
@@ -246,6 +257,7 @@ def build_summary(tables: dict, fits: pd.DataFrame | None) -> str:
     out += router_section(tables)
     out += cost_section(tables)
     out += critical_section(tables)
+    out += proxy_gap_section(tables)
     out += uncertainty_section(tables)
     return "\n".join(out).rstrip() + "\n"
 

@@ -11,9 +11,9 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from fsgen.analysis.proxy_gap import gap_share, gap_share_interval
 from fsgen.demo.arith import TUNED_STYLE_RE, extract_flexible, extract_strict, extract_tuned_style, final_answer
 from fsgen.demo.tokenizer import format_prompt
 
@@ -141,30 +141,6 @@ def proxy_accuracy(large, small_base, small_tuned, tokenizer, problems: list[dic
 # ---- proxy tuning against its reference: the large model tuned directly ------------------------
 
 GAP_METRICS = ("tuned_style", "style_rate")
-
-
-def gap_share(untuned: float, proxy: float, tuned: float) -> float | None:
-    """(proxy − untuned) / (tuned − untuned): the share of the gap between the large model and
-    the large model tuned directly that proxy tuning closes (Liu et al. 2024, "Tuning Language
-    Models by Proxy", report 88-91% at 13B/70B). None when there is no gap to close."""
-    gap = tuned - untuned
-    return None if abs(gap) < 1e-12 else (proxy - untuned) / gap
-
-
-def gap_share_interval(untuned, proxy, tuned, n_boot: int = 2000, seed: int = 0,
-                       level: float = 0.95) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of gap_share over problems (paired: one resample of problems
-    for all three models). untuned, proxy, tuned: [P] per-problem hits (0/1). Resamples without
-    a gap are skipped; None when fewer than half of them have one."""
-    hits = np.asarray([untuned, proxy, tuned], dtype=np.float64)             # [3, P]
-    idx = np.random.default_rng(seed).integers(0, hits.shape[1], size=(n_boot, hits.shape[1]))  # [B, P]
-    base, px, ref = hits[:, idx].mean(axis=2)                                # 3 × [B]
-    has_gap = np.abs(ref - base) > 1e-12
-    if has_gap.sum() < n_boot / 2:
-        return None
-    shares = (px[has_gap] - base[has_gap]) / (ref[has_gap] - base[has_gap])
-    low, high = np.percentile(shares, [50 * (1 - level), 50 * (1 + level)])
-    return float(low), float(high)
 
 
 def proxy_gap_report(large, large_tuned, smalls: dict, tokenizer, problems: list[dict], alpha: float = 1.0) -> dict:
