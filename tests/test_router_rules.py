@@ -56,6 +56,8 @@ def test_summarize_equals_the_reference(top_k):
             assert got.topk_probs[b].tolist() == pytest.approx(want["topk_probs"], rel=1e-6)
     if not top_k:
         assert got.topk_probs is None and got.topk_ids is None
+        default = summarize(torch.log(torch.tensor(ROWS)))  # no top-k unless asked for
+        assert default.topk_probs is None and default.topk_ids is None
     assert got.topk_probs is None or got.topk_probs.shape == (3, top_k)
 
 
@@ -112,18 +114,19 @@ def test_parse_router_spec(spec, kind, threshold, slug):
 
 @pytest.mark.parametrize("spec, message", [
     (0.5, "router must be a string like 'entropy:1.0', got 0.5"),
-    ("random:0.3", "unknown router 'random' in 'random:0.3'; expected one of always, never, threshold"),
-    ("never:1", "router 'never' takes no argument"),
-    ("always:", "router 'always' takes no argument"),
-    ("learned:", "router 'learned' needs a path"),
+    ("random:0.3", "unknown router 'random' in 'random:0.3'; expected one of always, never, threshold, margin, "
+                   "entropy, learned"),
+    ("never:1", "router 'never' takes no argument, got 'never:1'"),
+    ("always:", "router 'always' takes no argument, got 'always:'"),
+    ("learned:", "router 'learned' needs a path, e.g. 'learned:results/router.joblib'"),
     ("margin:x", "malformed threshold 'x' in router 'margin:x'; expected a number, e.g. 'margin:0.5'"),
     ("entropy:-0.1", "threshold in router 'entropy:-0.1' must be a finite number ≥ 0"),
-    ("threshold:inf", "must be a finite number"),
+    ("threshold:inf", "threshold in router 'threshold:inf' must be a finite number ≥ 0"),
 ])
 def test_parse_router_spec_says_what_is_wrong(spec, message):
     with pytest.raises(ValueError) as err:
         parse_router_spec(spec)
-    assert message in str(err.value)
+    assert str(err.value) == message
 
 
 def test_build_router_from_a_spec_or_a_parsed_spec():
@@ -148,9 +151,10 @@ def test_learned_router_checks_its_file_and_consults_above_its_threshold(tmp_pat
     joblib.dump(["not", "a", "router"], bad)
     with pytest.raises(ValueError, match="is not a router saved by fsgen.decoding.routers.train_learned_router"):
         LearnedRouter(bad)
-    joblib.dump({"model": FixedModel()}, bad)
-    with pytest.raises(ValueError, match="is not a router"):
-        LearnedRouter(bad)
+    for incomplete in ({"model": FixedModel()}, {"top_k": 2}):
+        joblib.dump(incomplete, bad)
+        with pytest.raises(ValueError, match="is not a router"):
+            LearnedRouter(bad)
     path = tmp_path / "r.joblib"
     joblib.dump({"model": FixedModel(), "top_k": 2}, path)  # no threshold stored: 0.5
     router = LearnedRouter(path)
@@ -167,13 +171,17 @@ def test_learned_router_checks_its_file_and_consults_above_its_threshold(tmp_pat
 
 
 def test_router_features():
-    trace = pd.DataFrame({"s1_topk_probs": [[0.5, 0.25, 0.125], [0.75, 0.125, 0.0625]]})
-    np.testing.assert_array_equal(router_features(trace, 2), np.array([[0.5, 0.25], [0.75, 0.125]], np.float32))
-    with pytest.raises(ValueError, match="trace records top-3 probabilities; the router needs top_k=4"):
-        router_features(trace, 4)
-    with pytest.raises(ValueError, match="trace has no s1_topk_probs column; decode with top_k > 0"):
+    trace = pd.DataFrame({"s1_topk_probs": [[0.5, 0.25, 0.125], [0.75, 0.125]]})
+    features = router_features(trace, 2)
+    np.testing.assert_array_equal(features, np.array([[0.5, 0.25], [0.75, 0.125]], np.float32))
+    assert features.dtype == np.float32
+    with pytest.raises(ValueError, match="^trace records top-3 probabilities; the router needs top_k=4$"):
+        router_features(trace, 4)  # the first short row's length
+    with pytest.raises(ValueError, match="^trace has no s1_topk_probs column; decode with top_k > 0 to train a "
+                                         "learned router$"):
         router_features(pd.DataFrame({"x": [1]}), 2)
-    assert router_features(trace.iloc[:0], 3).shape == (0, 3)
+    empty = router_features(trace.iloc[:0], 3)
+    assert empty.shape == (0, 3) and empty.dtype == np.float32
 
 
 def test_train_learned_router_uses_consulted_rows_only(tmp_path):
@@ -191,6 +199,21 @@ def test_train_learned_router_uses_consulted_rows_only(tmp_path):
     assert router.consult(summary).tolist() == [False, False]
     unsure = summarize(torch.log(torch.tensor([[0.45, 0.55]])), top_k=2)
     assert router.consult(unsure).tolist() == [True]
-    with pytest.raises(ValueError, match="no trace rows with s2_called"):
+    with pytest.raises(ValueError, match="^no trace rows with s2_called; a learned router needs positions where "
+                                         "System 2 was consulted$"):
         train_learned_router(hidden, tmp_path / "x.joblib", top_k=2)
+    with pytest.raises(ValueError, match="^trace rows have only one class of 'intervened'; cannot train a learned "
+                                         "router$"):
+        train_learned_router(consulted.assign(intervened=True), tmp_path / "x.joblib", top_k=2)
     assert not (tmp_path / "x.joblib").exists()
+
+
+def test_train_learned_router_defaults_and_null_labels(tmp_path):
+    """top_k 10 by default; a null `intervened` counts as no intervention (as the statistics read it)."""
+    rng = np.random.default_rng(1)
+    top1 = rng.uniform(0.05, 0.95, 200)
+    rows = pd.DataFrame({"s1_topk_probs": [[p] + [(1 - p) / 9] * 9 for p in top1], "s2_called": True,
+                         "intervened": [True if p < 0.5 else None for p in top1]})  # object column with nulls
+    saved = train_learned_router(rows, tmp_path / "r.joblib")
+    assert saved["top_k"] == 10 and saved["threshold"] == 0.5
+    assert list(saved["model"].classes_) == [False, True]

@@ -76,6 +76,22 @@ def test_plausible_mask_keeps_the_token_on_the_cut():
     assert got.tolist() == [plausible_reference(row, CUT) for row in LARGE.tolist()]
     assert got[0].tolist() == [True, True, False, False]  # exactly log α below the max is kept (≥, not >)
     assert plausible_mask(LARGE, 0.1)[0].tolist() == [True, True, True, False]
+    # the cut is relative to the row's own max (shifted by -1 exactly: the same tokens)
+    assert plausible_mask(LARGE - 1.0, CUT)[0].tolist() == [True, True, False, False]
+
+
+def test_rules_apply_over_the_last_dimension_of_any_shape():
+    """[B, T, V] as method_logprobs passes them (teacher-forced positions): each position alone."""
+    l3, s3 = torch.stack([LARGE, LARGE.flip(0)], dim=1), torch.stack([SMALL, SMALL.flip(0)], dim=1)  # [2, 2, 4]
+    assert plausible_mask(l3, CUT).tolist() == [[plausible_reference(r, CUT) for r in b] for b in l3.tolist()]
+    got = contrastive_scores(l3, s3, alpha=CUT, beta=0.3)
+    for t in range(2):
+        torch.testing.assert_close(got[:, t], contrastive_reference(l3[:, t], s3[:, t], CUT, 0.3, "blend"))
+    config = DecodeConfig(method="contrastive", alpha=CUT, beta=0.3)
+    dist = METHODS["contrastive"].distribution(config, {"small": s3, "large": l3})
+    for t in range(2):
+        want = log_softmax_reference(contrastive_reference(l3[:, t], s3[:, t], CUT, 0.3, "blend"))
+        torch.testing.assert_close(dist[:, t].double(), want.double(), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("formula", ["blend", "standard"])
@@ -204,9 +220,9 @@ def test_register_refuses_inconsistent_entries(method, message):
     assert METHODS == before
 
 
-def test_register_adds_a_consistent_entry():
-    toy = Method("toy_rule", roles=("small", "large"), system1="small", system2=("large",), loop="speculative",
-                 params=("k",))
+@pytest.mark.parametrize("loop", ["steploop", "speculative"])
+def test_register_adds_a_consistent_entry(loop):
+    toy = Method("toy_rule", roles=("small", "large"), system1="small", system2=("large",), loop=loop, params=("k",))
     try:
         assert register_method(toy) is toy and METHODS["toy_rule"] is toy
         assert method_specific_params()["k"] == ("speculative", "toy_rule")

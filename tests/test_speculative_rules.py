@@ -100,6 +100,17 @@ def test_rejection_without_residual_mass_samples_the_target():
     assert (accepted.item(), nxt.item()) == (0, inverse_cdf_reference(same[0], 0.25)) == (0, 1)
 
 
+def test_rows_fall_back_to_the_target_on_their_own():
+    """The fallback is per row: a row without residual mass beside one with it."""
+    same = [[0.1, 0.2, 0.3, 0.4]] * 2
+    drafts, q, p, accept_u, residual_u = (torch.cat(parts) for parts in zip(
+        rejection_case(same, same[:1], [2], [1.0], 0.25), rejection_case(P[1:], Q[:1], [0], [0.9], 0.25)))
+    accepted, nxt = rejection_accept(drafts, q, p, accept_u, residual_u)
+    residual = [max(0.0, a - b) for a, b in zip(P[1], Q[0])]  # [0, 0, 0.2, 0.3]
+    assert accepted.tolist() == [0, 0]
+    assert nxt.tolist() == [inverse_cdf_reference(same[0], 0.25), inverse_cdf_reference(residual, 0.25)] == [1, 2]
+
+
 def test_output_follows_the_large_model_distribution():
     """Leviathan et al.'s guarantee, by simulation: drafts from q, the first emitted token (the
     accepted draft, else the residual sample) is distributed as p, and the second as p after the
@@ -143,6 +154,10 @@ def test_tempered_probs_are_softmax_of_logits_over_t(temperature):
         weights = [math.exp(x / temperature) for x in row]
         expected.append([w / sum(weights) for w in weights])
     torch.testing.assert_close(tempered_probs(logprobs, temperature), torch.tensor(expected))
+    # [B, k, V] as verify_round passes the draft positions: over the vocabulary of each position
+    stacked = tempered_probs(torch.stack([logprobs, logprobs.flip(0)], dim=1), temperature)  # [2, 2, 4]
+    torch.testing.assert_close(stacked[:, 0], torch.tensor(expected))
+    torch.testing.assert_close(stacked[:, 1], torch.tensor(expected[::-1]))
 
 
 def test_s1_fields_and_bonus_record():

@@ -5,6 +5,7 @@ check, on hand-built frames. No models: the mutation-testing selection of `fsgen
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -68,10 +69,13 @@ def test_to_table_casts_names_missing_columns_and_fills_later_additions():
     assert table.schema.metadata is None
     with pytest.raises(ValueError, match=r"trace is missing columns: \['s1_entropy'\]"):
         to_table(frame.drop(columns=["s1_entropy"]))
-    meta = {"method": "oracle", "params": {"beta": 0.3}}
+    meta = {"method": "oracle", "params": {"beta": 0.3}, "model": Path("/models/x")}  # not JSON: written as str
     tagged = to_table(frame, meta)
-    assert json.loads(tagged.schema.metadata[METADATA_KEY]) == meta
+    assert json.loads(tagged.schema.metadata[METADATA_KEY]) == {**meta, "model": "/models/x"}
     assert to_table(frame.assign(extra=1)).schema.names == COLUMNS  # other columns are not written
+    # a filtered frame's index (rows 3 and 7 kept) is not written as a column
+    assert to_table(frame.set_axis([3, 7])).schema.names == COLUMNS
+    assert to_table(frame.iloc[1:]).column("token_id").to_pylist() == [9]
 
 
 def test_write_and_read_round_trip(tmp_path):
@@ -99,6 +103,7 @@ def test_consistency_check_accepts_exact_rows_and_empty_generations():
     check_trace_matches(generations({0: 2, 3: 1, 7: 0}), trace_of({3: 1, 0: 2}))
     check_trace_matches(generations({4: 0}), pd.DataFrame({"request_id": []}))
     check_trace_matches([], pd.DataFrame({"request_id": []}))
+    check_trace_matches(generations({1: 0}), pd.DataFrame())  # no rows: the columns do not matter
 
 
 @pytest.mark.parametrize("lengths, rows, message", [
@@ -107,6 +112,8 @@ def test_consistency_check_accepts_exact_rows_and_empty_generations():
     ({0: 2, 1: 3}, {0: 3, 1: 2}, "2 requests' trace rows disagree with their token_ids, e.g. request_id 0: 3 trace "
                                  "rows for 2 generated tokens"),
     ({0: 1}, {0: 1, 5: 2, 9: 1}, "trace has rows for request_ids [5, 9] that have no generation"),
+    ({0: 1}, {0: 1, **{rid: 1 for rid in range(10, 22)}}, "trace has rows for request_ids "
+                                                          "[10, 11, 12, 13, 14, 15, 16, 17, 18, 19] that"),
     ({2: 0}, {2: 1}, "request_id 2: 1 trace rows for 0 generated tokens"),
 ])
 def test_consistency_check_names_the_first_disagreement(lengths, rows, message):
