@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fsgen.analysis.acceptance import simulate_rounds
 from fsgen.analysis.job import analyze_job, write_stats
 from fsgen.trace import read_trace, write_trace
 
@@ -77,17 +76,27 @@ def oracle_rows(rng, n_requests: int, freq: float, entropy_router: float | None 
 
 
 def speculative_rows(oracle: pd.DataFrame, k: int) -> pd.DataFrame:
-    """The speculative trace greedy decoding with draft length k would write for this oracle run."""
+    """The speculative trace greedy decoding with draft length k would write for this oracle run.
+
+    Written token by token as the decoder proceeds, independently of
+    `fsgen.analysis.acceptance.simulate_rounds` (the prediction this trace is compared with): a
+    token System 1 agrees on is an accepted draft while the round has drafted fewer than k;
+    otherwise it is System 2's own token (a correction, or the bonus after k drafts), which ends
+    the round."""
     frames = []
-    for rid, req in oracle.groupby("request_id"):
+    for _, req in oracle.groupby("request_id"):
         req = req.copy()
-        accepted = simulate_rounds(~req["intervened"].to_numpy(), k)
-        rounds, drafted = [], []
-        for r, a in enumerate(accepted):
-            rounds += [r] * (a + 1)
-            drafted += [True] * a + [False]
-        req["round"] = pd.array(rounds[: len(req)], dtype="Int32")
-        req["drafted"] = drafted[: len(req)]
+        rounds, drafted, round_index, drafts = [], [], 0, 0
+        for agrees in ~req["intervened"].to_numpy(bool):
+            rounds.append(round_index)
+            if agrees and drafts < k:
+                drafted.append(True)
+                drafts += 1
+            else:
+                drafted.append(False)
+                round_index, drafts = round_index + 1, 0
+        req["round"] = pd.array(rounds, dtype="Int32")
+        req["drafted"] = drafted
         frames.append(req)
     return pd.concat(frames, ignore_index=True)
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from lm_eval.api.instance import Instance
 
+import fsgen.harness  # noqa: F401  (registers the `fsgen` lm-eval model: the test must not rely on an earlier one)
 from fsgen.decoding import methods
 from fsgen.decoding.methods import METHODS, Method, register_method
 from fsgen.testing import build_tiny_family

@@ -13,10 +13,6 @@ def repo(tmp_path_factory):
     return copy_repo(tmp_path_factory.mktemp("wf") / "repo")
 
 
-def test_at_least_twelve_cases():
-    assert len(BAD_CONFIGS) >= 12
-
-
 @pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
 def test_snakemake_dry_run_rejects(repo, case):
     path = repo / "config" / f"bad_{case}.yaml"

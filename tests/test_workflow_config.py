@@ -39,8 +39,13 @@ def test_bad_config_is_rejected_naming_the_key(case, tmp_path):
     assert expected in str(err.value)
 
 
-def test_at_least_twelve_distinct_bad_configs():
-    assert len(BAD_CONFIGS) >= 12
+def test_every_config_section_has_a_distinct_bad_case():
+    """Each required section of the schema and the top level have a bad case whose message names
+    a key there, and no two cases are the same config (so each one tests something of its own)."""
+    sections = {expected.split(":")[0].split(".")[0].split("[")[0] for _, expected in BAD_CONFIGS.values()}
+    assert set(SCHEMA["required"]) | {"modles", "reference"} <= sections
+    texts = [bad_config_text(case) for case in sorted(BAD_CONFIGS)]
+    assert len(set(texts)) == len(texts)
 
 
 def test_schema_has_description_and_default_for_every_optional_key():

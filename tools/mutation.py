@@ -1,0 +1,133 @@
+"""Mutation testing of the modules that decide results, one module at a time (docs/testing.md).
+
+    pip install -e '.[test,mutation]'
+    python tools/mutation.py                 # every module in SCOPE
+    python tools/mutation.py methods stats   # some of them
+
+mutmut (configured in pyproject.toml's [tool.mutmut]: the files, the fast test selection) makes
+one-line changes ("mutants") to the functions named in SCOPE and runs, for each, the selected
+tests that call the mutated function, with one worker. A mutant the tests do not notice
+"survives": a blind spot, unless the change is equivalent (the same behaviour; EQUIVALENT says
+why). Prints per module the mutants, how many were killed, the score (killed + timeouts over the
+non-equivalent mutants) and the wall time, then every unexplained survivor with its diff; exits
+1 when a module scores below TARGET. `mutmut show NAME` shows one mutant, `mutmut browse` all.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TARGET = 0.9
+# module -> mutant name patterns (mutmut names a mutant <module>.x_<function>__mutmut_<n>, a method
+# <module>.xǁ<Class>ǁ<method>__mutmut_<n>). Out of scope: the speculative loop and the model
+# loading (they need models: tests/test_speculative.py and the engine tests cover them), the
+# resume cache's file handling (tests/test_resume.py).
+SCOPE = {
+    "methods": ["fsgen.decoding.methods.*"],
+    "speculative": [f"fsgen.decoding.speculative.x_{f}__*" for f in
+                    ("sample_inverse_cdf", "greedy_accept", "rejection_accept", "tempered_probs", "_s1_fields",
+                     "_fill_bonus")],
+    "routers": ["fsgen.decoding.routers.*"],
+    "distributions": ["fsgen.decoding.distributions.*"],
+    "stats": ["fsgen.analysis.stats.*"],
+    "scaling": ["fsgen.analysis.scaling.*"],
+    "trace": ["fsgen.trace.*"],
+    "resume_key": ["fsgen.decoding.resumable.x_decode_request_key__*", "fsgen.decoding.resumable.x_decode_job_parts__*",
+                   "fsgen.decoding.resumable.x_decode_job_key__*", "fsgen.resume.x_job_key__*",
+                   "fsgen.resume.x_request_key__*"],
+    "tokenizers": [f"fsgen.decoding.models.x_{f}__*" for f in
+                   ("looks_local", "load_tokenizer", "tokenization_spec", "tokenization_fingerprint",
+                    "tokenization_difference", "presentation_differences", "check_shared_tokenizer",
+                    "tokenizer_eos_ids", "shared_vocab_size")],
+}
+# surviving mutants that behave like the original, and why (docs/testing.md lists them too)
+_DIM = "dim=+1 is dim=-1 on the [B, V] tensors this function takes"
+_CPU = "a device argument: the same on CPU (tests/test_engine_cuda.py runs the GPU path)"
+_LBFGS = "LogisticRegression's default lbfgs solver does not use random_state"
+EQUIVALENT: dict[str, str] = {
+    "fsgen.decoding.methods.x_contrastive_scores__mutmut_33": 'float("-INF") is float("-inf")',
+    "fsgen.decoding.speculative.x_rejection_accept__mutmut_30": _CPU,
+    "fsgen.decoding.speculative.x_rejection_accept__mutmut_32": _CPU,
+    "fsgen.decoding.speculative.x_rejection_accept__mutmut_40": "a second zero slot after the k drafts is never "
+                                                                "indexed (accepted ≤ k)",
+    "fsgen.decoding.speculative.x_rejection_accept__mutmut_51": _DIM,
+    "fsgen.decoding.speculative.x_sample_inverse_cdf__mutmut_3": _DIM,
+    "fsgen.decoding.speculative.x_sample_inverse_cdf__mutmut_10": _DIM,
+    "fsgen.decoding.speculative.x_sample_inverse_cdf__mutmut_21": _DIM,
+    "fsgen.decoding.speculative.x_sample_inverse_cdf__mutmut_25": _DIM,
+    "fsgen.decoding.routers.xǁLearnedRouterǁconsult__mutmut_10": _CPU,
+    "fsgen.decoding.routers.x_train_learned_router__mutmut_2": _LBFGS,
+    "fsgen.decoding.routers.x_train_learned_router__mutmut_25": _LBFGS,
+    "fsgen.decoding.routers.x_train_learned_router__mutmut_27": _LBFGS,
+    "fsgen.decoding.routers.x_train_learned_router__mutmut_26": "max_iter is a bound: lbfgs converges on top-k "
+                                                                "probabilities in far fewer than 100 iterations",
+    "fsgen.decoding.routers.x_train_learned_router__mutmut_28": "max_iter 1001 instead of 1000: a bound never reached",
+    "fsgen.decoding.distributions.x_summarize__mutmut_13": "topk's default dim is -1",
+    "fsgen.decoding.distributions.x_summarize__mutmut_14": _DIM,
+    "fsgen.decoding.distributions.x_summarize__mutmut_44": _DIM,
+    "fsgen.trace.x_arrow_schema__mutmut_11": "pa.field's nullable defaults to True (None reads as the default)",
+    "fsgen.trace.x_arrow_schema__mutmut_14": "pa.field's nullable defaults to True",
+    "fsgen.trace.x_records_to_frame__mutmut_8": "a request_id column of None is overwritten two lines below",
+    "fsgen.trace.x_records_to_frame__mutmut_9": "a request_id column of None is overwritten two lines below",
+}
+DETECTED = ("killed", "timeout", "caught by type check")
+
+
+def run_module(patterns: list[str], log: Path) -> float:
+    """Run mutmut on the mutants matching `patterns` with one worker; the wall time in seconds."""
+    start = time.monotonic()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with log.open("w") as out:
+        done = subprocess.run(["mutmut", "run", "--max-children", "1", *patterns], stdout=out,
+                              stderr=subprocess.STDOUT, env=env, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"mutmut failed (exit {done.returncode}); see {log}")
+    return time.monotonic() - start
+
+
+def results() -> dict[str, str]:
+    """mutant name -> status of every mutant mutmut has run (`mutmut results --all true`)."""
+    done = subprocess.run(["mutmut", "results", "--all", "true"], capture_output=True, text=True, check=True)
+    pairs = (line.strip().rsplit(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+    return {name: status for name, status in pairs}
+
+
+def summary(statuses: dict[str, str], seconds: float) -> dict:
+    counted = {name: s for name, s in statuses.items() if name not in EQUIVALENT}
+    detected = sum(s in DETECTED for s in counted.values())
+    return {"mutants": len(statuses), "killed": detected, "equivalent": len(statuses) - len(counted),
+            "survived": sum(s == "survived" for s in counted.values()),
+            "other": sum(s not in DETECTED and s != "survived" for s in counted.values()),
+            "score": detected / len(counted) if counted else float("nan"), "seconds": seconds}
+
+
+def main(names: list[str]) -> int:
+    unknown = sorted(set(names) - set(SCOPE))
+    if unknown:
+        raise SystemExit(f"unknown module(s) {unknown}; expected some of {', '.join(SCOPE)}")
+    Path("mutants").mkdir(exist_ok=True)
+    rows, unexplained = {}, []
+    for name in names or list(SCOPE):
+        seconds = run_module(SCOPE[name], Path("mutants") / f"{name}.log")
+        mine = {m: s for m, s in results().items() if any(fnmatch.fnmatchcase(m, p) for p in SCOPE[name])}
+        rows[name] = summary(mine, seconds)
+        unexplained += [m for m, s in sorted(mine.items()) if s not in DETECTED and m not in EQUIVALENT]
+    print("| module | mutants | killed | equivalent | survived | no tests/other | score | wall time |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        print(f"| {name} | {r['mutants']} | {r['killed']} | {r['equivalent']} | {r['survived']} | {r['other']} | "
+              f"{r['score']:.1%} | {r['seconds'] / 60:.1f} min |")
+    for mutant in unexplained:
+        diff = subprocess.run(["mutmut", "show", mutant], capture_output=True, text=True).stdout
+        print(f"\n{mutant}\n" + "\n".join(line for line in diff.splitlines()
+                                          if line[:1] in "+-" and line[:3] not in ("+++", "---")))
+    return int(any(r["score"] < TARGET for r in rows.values()))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
