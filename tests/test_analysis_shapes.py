@@ -43,7 +43,7 @@ VALUE_COLUMNS = {
     "paper_comparison": ["difference"], "fits": ["r2"], "costs": ["s2_share", "wall_s"],
     "sampling": ["rejection_share", "rejection_low", "greedy_mismatch_share"], "critical": ["share"],
     "critical_bins": ["share"], "critical_routers": ["recall"], "gap_recovery": ["cost"],
-    "frontier_points": ["accuracy"],
+    "frontier_points": ["accuracy"], "proxy_gap": ["share"],
 }
 
 
@@ -155,6 +155,9 @@ def write_shape(shape: Shape, root: Path) -> list[tuple[dict, dict]]:
         for model, params in shape.models.items():
             folder = root / benchmark / "single" / model
             write_metrics(folder / "metrics.json", metric_kind, 0.1 + 0.05 * math.log10(params))
+            # the tuned variant alone (proxy tuning's reference), better than the model by 0.4
+            write_metrics(folder.with_name(tuned_name(model)) / "metrics.json", metric_kind,
+                          0.5 + 0.05 * math.log10(params))
             write_trace(oracle_rows(rng, N_REQUESTS, 0.1, entropy_router=99.0), folder / "trace.parquet",
                         {"method": "single", "router": "never"})
             ident = {"benchmark": benchmark, "variant": "single", "method": "single", "router": "never",
@@ -185,6 +188,20 @@ def write_shape(shape: Shape, root: Path) -> list[tuple[dict, dict]]:
     return jobs
 
 
+def tuned_name(model: str) -> str:
+    return f"{model}-tuned"
+
+
+def proxy_gap_io(stats: list[str], root: Path) -> tuple[dict, dict]:
+    """Rule proxy_gap's inputs and params: every proxy job, its large model alone and tuned alone."""
+    jobs = [json.loads(Path(s).read_text())["job"] for s in stats if "/proxy/" in s]
+    single = [root / j["benchmark"] / "single" for j in jobs]
+    inputs = {"proxy": [str(Path(s).with_name("metrics.json")) for s in stats if "/proxy/" in s],
+              "large": [str(f / j["large"] / "metrics.json") for f, j in zip(single, jobs)],
+              "tuned_samples": [str(f / tuned_name(j["large"]) / "metrics.json") for f, j in zip(single, jobs)]}
+    return inputs, {"jobs": [{"job": j, "tuned": tuned_name(j["large"])} for j in jobs], "n_boot": 50}
+
+
 def run_analysis(shape: Shape, tmp: Path) -> Path:
     """Every analysis rule script over the shape, outputs named and placed as the registry says."""
     root = tmp / "results"
@@ -210,6 +227,8 @@ def run_analysis(shape: Shape, tmp: Path) -> Path:
                {n: path[n] for n in outputs.tables("critical")},
                {"jobs": jobs, "n_boot": 50, "why_none": "counterfactual stage off (counterfactual.positions: 0)"
                 if not shape.counterfactual else "no oracle job with router always"})
+    gap_inputs, gap_params = proxy_gap_io(stats, root)
+    run_script("proxy_gap", tmp, gap_inputs, {n: path[n] for n in outputs.tables("proxy_gap")}, gap_params)
     run_script("figures", tmp, {n: path[n] for n in outputs.figure_inputs()},
                {n: str(root / o.path) for n, o in outputs.FIGURES.items()})
     run_script("summary", tmp, {n: path[n] for n in outputs.summary_inputs(shape.reference)},
