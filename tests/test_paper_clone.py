@@ -43,7 +43,7 @@ def test_fresh_clone_builds_the_paper_dag(clone):
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
     counts = dry_run_jobs(out)
-    assert counts["decode_pair"] == 21 * 4 * 4 and counts["decode_single"] == 7 * 3 + 14
+    assert counts["decode_pair"] == 21 * 4 * 4 and counts["decode_single"] == 7 * 3 + 6 * 3 + 14
     assert counts["reference"] == 1 and counts["aggregate"] == 1 and counts["report"] == 1
     for job in dry_run_resources(out, "decode_pair"):
         res = job["resources"]

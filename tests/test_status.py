@@ -148,7 +148,7 @@ def by_name(jobs):
 
 def test_states_of_a_running_grid(grid):
     jobs = by_name(collect(grid.workdir, grid.config))
-    assert len(jobs) == 4 * 3 + 7  # 2 pair + 2 single decode jobs, each scored and analysed; 7 analyses
+    assert len(jobs) == 4 * 3 + 8  # 2 pair + 2 single decode jobs, each scored and analysed; 8 analyses
     assert jobs[("decode", "tiny/oracle/tl__ts")].state == "done"
     assert jobs[("decode", "tiny/oracle/tl__ts")].detail == "3 requests"
     spec = jobs[("decode", "tiny/spec/tl__ts")]
@@ -167,7 +167,7 @@ def test_printed_summary(grid, capsys):
     rows = {line.split()[0]: [int(x) for x in line.split()[1:]] for line in lines[1:5]}
     #                  done running interrupted failed pending total
     assert rows == {"decode": [1, 1, 0, 0, 2, 4], "score": [0, 0, 0, 1, 3, 4], "stats": [0, 0, 0, 0, 4, 4],
-                    "analyses": [1, 0, 0, 0, 6, 7]}
+                    "analyses": [1, 0, 0, 0, 7, 8]}
     assert "running     decode   tiny/spec/tl__ts (2 of 3 requests decoded, cluster job 4242)" in lines
     assert "failed      score    tiny/oracle/tl__ts  log: results/logs/score/tiny/oracle/tl__ts.log" in lines
 
@@ -176,7 +176,8 @@ def test_analyses_are_the_registry_outputs(grid):
     """Each analysis rule is done when every output the registry gives it exists (rules/analyze.smk
     declares the same ones); the paper comparison belongs to aggregate only with a reference."""
     rules = analyses(grid.config)
-    assert list(rules) == ["aggregate", "scaling_law", "frontier", "critical", "figures", "summary", "report"]
+    assert list(rules) == ["aggregate", "scaling_law", "frontier", "critical", "proxy_gap", "figures", "summary",
+                           "report"]
     assert rules["figures"] == [f.path for f in outputs.FIGURES.values()]
     assert rules["scaling_law"] == ["tables/scaling_law.csv", "tables/scaling_residuals.csv",
                                     "tables/scaling_forms.csv", "tables/scaling_bootstrap.csv",
