@@ -15,8 +15,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 SKIP = {".git", "results", ".snakemake", "resources", "__pycache__", ".pytest_cache", "bench", "logs", "build"}
 RULE_SCRIPTS = ("decode", "score", "job_stats", "demo_data", "demo_tokenizer", "demo_train", "preflight",
-                "task_overrides", "fetch", "aggregate", "scaling_law", "figures", "summary", "viewer",
-                "counterfactual", "counterfactual_score")
+                "task_overrides", "fetch", "aggregate", "scaling_law", "frontier", "critical", "proxy_gap",
+                "figures", "summary", "viewer", "counterfactual", "counterfactual_score")
 
 # A stand-in for every rule script: writes each output (and log) with the job's params, so that a
 # params change changes the outputs, without any model or lm-eval run.
