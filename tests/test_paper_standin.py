@@ -105,8 +105,8 @@ def test_comparison_with_the_paper_joins_on_every_benchmark(standin):
                      & published["large_model"].str.startswith(PAIR_MODELS[1])]
     # our one pair: oracle, contrastive and proxy on every benchmark (the paper publishes no speculative row)
     assert len(ours) == 3 * 4, ours.to_dict("records")
-    joined = published[published["our_method"].notna()]
-    assert len(joined) == len(ours), published[published["our_method"].isna()].head().to_dict("records")
+    joined = published[published["our_variant"].notna()]
+    assert len(joined) == len(ours), published[published["our_variant"].isna()].head().to_dict("records")
     mt = joined[joined["benchmark"] == "mtbench"]
     assert (mt[mt["method"] != "proxy"]["large_model"].str.endswith("-Chat")).all()
     assert not mt[mt["method"] == "proxy"]["large_model"].str.endswith("-Chat").any()
