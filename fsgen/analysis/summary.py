@@ -192,16 +192,24 @@ def forms_section(tables: dict) -> list[str]:
     return out + [f"- {sentence}" for sentence in verdicts["sentence"]] + [""]
 
 
+def table_section(tables: dict, name: str, heading: str, intro: str, empty: str, columns: list | None = None,
+                  default_why: str = "") -> list[str]:
+    """A summary section that is one table: heading, intro, the table (its `columns`), or, when it
+    has no rows, `empty` with `{why}` (the table's status) filled in."""
+    out = [heading, "", intro, ""]
+    rows = table(tables, name)
+    if rows.empty:
+        return out + [empty.format(why=_why(tables, name, default_why)), ""]
+    return out + [_table(rows[columns] if columns else rows)]
+
+
 def cost_section(tables: dict) -> list[str]:
-    out = ["## Cost and the accuracy–cost frontier", "",
-           "Cost of recovering 90% of the small→large accuracy gap on each pair's frontier (95% interval; "
-           "`s2_share`: share of tokens System 2 decided, `s2_calls`: calls per request, `flops` and `wall_s` per "
-           "request):", ""]
-    gaps = table(tables, "gap_recovery")
-    if gaps.empty:
-        return out + [f"No frontier: {_why(tables, 'gap_recovery', 'no pair job')}.", ""]
-    view = gaps[["benchmark", "large", "small", "cost_model", "cost", "low", "high", "via", "status"]]
-    return out + [_table(view)]
+    return table_section(
+        tables, "gap_recovery", "## Cost and the accuracy–cost frontier",
+        "Cost of recovering 90% of the small→large accuracy gap on each pair's frontier (95% interval; "
+        "`s2_share`: share of tokens System 2 decided, `s2_calls`: calls per request, `flops` and `wall_s` per "
+        "request):", "No frontier: {why}.",
+        ["benchmark", "large", "small", "cost_model", "cost", "low", "high", "via", "status"], "no pair job")
 
 
 def critical_section(tables: dict) -> list[str]:
@@ -226,24 +234,20 @@ def critical_section(tables: dict) -> list[str]:
 
 
 def sampling_section(tables: dict) -> list[str]:
-    out = ["## Collaboration under sampling", "",
-           "Speculative decoding with temperature > 0: share of judged drafts System 2 rejects, mean and 95% "
-           "t-interval across seeds, beside the greedy run's mismatch share:", ""]
-    rows = table(tables, "sampling")
-    if rows.empty:
-        return out + [f"{_why(tables, 'sampling', 'no sampled speculative run')}.", ""]
-    return out + [_table(rows)]
+    return table_section(
+        tables, "sampling", "## Collaboration under sampling",
+        "Speculative decoding with temperature > 0: share of judged drafts System 2 rejects, mean and 95% "
+        "t-interval across seeds, beside the greedy run's mismatch share:", "{why}.",
+        default_why="no sampled speculative run")
 
 
 def proxy_gap_section(tables: dict) -> list[str]:
-    out = ["## Proxy tuning against the large model tuned directly", "",
-           "Share of the gap between the large model and its tuned variant (decoded alone) that proxy tuning "
-           "closes, per metric, with a paired 95% bootstrap interval over documents:", ""]
-    rows = table(tables, "proxy_gap")
-    if rows.empty:
-        return out + [f"Not measured: {_why(tables, 'proxy_gap', 'no proxy job with a tuned large model')}.", ""]
-    return out + [_table(rows[["benchmark", "variant", "large", "small", "large_tuned", "metric", "large_value",
-                              "proxy_value", "tuned_value", "share", "share_low", "share_high", "status"]])]
+    return table_section(
+        tables, "proxy_gap", "## Proxy tuning against the large model tuned directly",
+        "Share of the gap between the large model and its tuned variant (decoded alone) that proxy tuning "
+        "closes, per metric, with a paired 95% bootstrap interval over documents:", "Not measured: {why}.",
+        ["benchmark", "variant", "large", "small", "large_tuned", "metric", "large_value", "proxy_value",
+         "tuned_value", "share", "share_low", "share_high", "status"], "no proxy job with a tuned large model")
 
 
 def build_summary(tables: dict, fits: pd.DataFrame | None) -> str:
