@@ -380,6 +380,7 @@ def harness_has_resume() -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a harness decode killed and resumed: ~70 s quiet, 2-3x on a busy machine
 def test_killed_harness_decode_resumes(tmp_path, family):
     """run_decode of 12 requests killed after some finished; the rerun computes only the rest."""
     if not harness_has_resume():

@@ -21,7 +21,7 @@ DEMO_PARTS = ["Snakefile", "config/config.yaml", "scripts/demo_data.py", "script
               "scripts/demo_train.py", "scripts/decode.py", "scripts/score.py", "fsgen/harness/lm_eval_tasks/arith"]
 SKIP_IN_COPY = {".git", "results", ".snakemake", "resources", "__pycache__", ".pytest_cache", "bench",
                 "logs", "build"}
-GPU_RULES = {"decode_pair", "decode_single"}
+GPU_RULES = {"decode_pair", "decode_single", "counterfactual"}  # the rules that load models
 # keys whose values differ between any two runs (clocks, machines, paths), not between results
 VOLATILE = ("time", "seconds", "date", "duration", "elapsed", "host", "path", "version", "created")
 
