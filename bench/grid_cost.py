@@ -9,7 +9,7 @@ Disk: every hub model's parameter count (from its architecture, config/reference
 qwen1.5_architectures.json) x 2 bytes (bfloat16 safetensors). GPU-hours: for every decode job of
 the config (fsgen.pipeline.jobs.decode_jobs and single_jobs), the job's GPUs and batch size from
 fsgen.decoding.placement (the same planner the decode jobs use) times its expected wall time
-(fsgen.decoding.placement.decode_seconds: the throughput model calibrated on docs/bench.md's GPU run).
+(fsgen.decoding.runtime.decode_seconds: the throughput model calibrated on docs/bench.md's GPU run).
 Prompt lengths per benchmark come from PROMPT_TOKENS, measured with --measure-prompts (lm-eval
 renders each benchmark's prompts from local data; tokens ~ characters / CHARS_PER_TOKEN, since no
 Qwen tokenizer is at hand offline). Method and assumptions: docs/slurm.md.
@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fsgen.decoding import placement as pl  # noqa: E402
+from fsgen.decoding import runtime  # noqa: E402
 from fsgen.pipeline import jobs as pj  # noqa: E402
 from fsgen.pipeline.config import fill_defaults, load_yaml_unique, validate_schema  # noqa: E402
 
@@ -74,7 +75,7 @@ def job_models(config: dict, specs: dict, job: dict) -> tuple[dict, str]:
     return models, method
 
 
-def job_cost(config: dict, specs: dict, job: dict, gpu: pl.GpuModel, gpu_memory_gb: float) -> dict:
+def job_cost(config: dict, specs: dict, job: dict, gpu: runtime.GpuModel, gpu_memory_gb: float) -> dict:
     bench = config["benchmarks"][job["benchmark"]]
     available, mean_prompt, max_prompt = PROMPT_TOKENS[job["benchmark"]]
     models, method = job_models(config, specs, job)
@@ -83,12 +84,12 @@ def job_cost(config: dict, specs: dict, job: dict, gpu: pl.GpuModel, gpu_memory_
     plan = pl.plan_placement(models, n_gpus=gpus, gpu_memory_gb=gpu_memory_gb, batch_cap=cap,
                              prompt_tokens=max_prompt, max_new_tokens=new)
     documents = min(int(bench["limit"]), available)
-    seconds = pl.decode_seconds(models, method, gpu=gpu, documents=documents, batch_size=plan.batch_size,
+    seconds = runtime.decode_seconds(models, method, gpu=gpu, documents=documents, batch_size=plan.batch_size,
                                 prompt_tokens=mean_prompt, max_new_tokens=new,
                                 draft_k=int(pj.expand_variants(config).get(job.get("variant"), {}).get("k", 5)))
     return {**job, "method": method, "gpus": gpus, "batch_size": plan.batch_size, "documents": documents,
             "hours": seconds / 3600, "gpu_hours": gpus * seconds / 3600,
-            "runtime_min": pl.runtime_minutes(seconds)}
+            "runtime_min": runtime.runtime_minutes(seconds)}
 
 
 def disk_rows(config: dict, specs: dict) -> list[dict]:
@@ -128,7 +129,7 @@ def measure_prompts(config: dict, data: dict[str, str]) -> dict[str, tuple[int, 
     return out
 
 
-def summary(rows: list[dict], disk: list[dict], gpu: pl.GpuModel, gpu_memory_gb: float) -> str:
+def summary(rows: list[dict], disk: list[dict], gpu: runtime.GpuModel, gpu_memory_gb: float) -> str:
     lines = [f"Disk (bfloat16 weights): {sum(d['gb'] for d in disk):.0f} GB for {len(disk)} models",
              f"GPU-hours on {gpu.name} ({gpu_memory_gb:g} GiB): {sum(r['gpu_hours'] for r in rows):.0f} "
              f"over {len(rows)} decode jobs", "", "| benchmark | method | jobs | GPU-hours | longest job (h) |",
@@ -146,7 +147,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, default=ROOT / "config" / "paper.yaml")
     parser.add_argument("--architectures", type=Path, default=ROOT / "config" / "reference" / "qwen1.5_architectures.json")
-    parser.add_argument("--gpu", choices=sorted(pl.GPU_MODELS), default="h100-80gb")
+    parser.add_argument("--gpu", choices=sorted(runtime.GPU_MODELS), default="h100-80gb")
     parser.add_argument("--gpu-memory-gb", type=float, help="card size (default: the GPU model's)")
     parser.add_argument("--measure-prompts", nargs="+", metavar="BENCHMARK=FILE", help="print PROMPT_TOKENS and stop")
     parser.add_argument("--out", type=Path, help="write the per-job rows as JSON")
@@ -156,7 +157,7 @@ def main(argv=None) -> None:
         print(json.dumps(measure_prompts(config, dict(a.split("=", 1) for a in args.measure_prompts))))
         return
     specs = model_specs(config, json.loads(args.architectures.read_text())["models"])
-    gpu = pl.GPU_MODELS[args.gpu]
+    gpu = runtime.GPU_MODELS[args.gpu]
     memory = args.gpu_memory_gb or gpu.memory_gb
     rows = [job_cost(config, specs, job, gpu, memory) for job in pj.decode_jobs(config) + pj.single_jobs(config)]
     disk = disk_rows(config, specs)

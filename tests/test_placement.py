@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from fsgen.decoding import placement as pl
+from fsgen.decoding import runtime
 from fsgen.testing import build_model, build_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -234,22 +235,22 @@ def test_host_memory_does_not_grow_with_streamed_weights():
 
 
 def test_runtime_guess_grows_with_size_and_budget_and_never_exceeds_the_cap():
-    gpu = pl.GPU_MODELS["h100-80gb"]
+    gpu = runtime.GPU_MODELS["h100-80gb"]
     def seconds(large, new=NEW, method="oracle"):
-        return pl.decode_seconds({"large": spec(large), "small": spec("0.5B")}, method, gpu=gpu, documents=500,
+        return runtime.decode_seconds({"large": spec(large), "small": spec("0.5B")}, method, gpu=gpu, documents=500,
                                  batch_size=8, prompt_tokens=PROMPT, max_new_tokens=new)
     assert seconds("7B") < seconds("32B") < seconds("72B")
     assert seconds("72B", new=256) < seconds("72B", new=512)
     assert seconds("72B", method="speculative") < seconds("72B", method="oracle") < seconds("72B", method="contrastive")
-    first = pl.runtime_minutes(seconds("72B"))
-    assert pl.runtime_minutes(seconds("72B"), attempt=2) > first
-    assert all(pl.runtime_minutes(seconds("72B") * 40, attempt=a) <= 24 * 60 for a in range(1, 6))
-    assert pl.runtime_minutes(1e9, attempt=3, max_minutes=600) == 600
+    first = runtime.runtime_minutes(seconds("72B"))
+    assert runtime.runtime_minutes(seconds("72B"), attempt=2) > first
+    assert all(runtime.runtime_minutes(seconds("72B") * 40, attempt=a) <= 24 * 60 for a in range(1, 6))
+    assert runtime.runtime_minutes(1e9, attempt=3, max_minutes=600) == 600
 
 
 def test_step_time_reproduces_its_calibration_run():
     """docs/bench.md: 0.600 s for 64 steps of a 12-layer, 504.4M-parameter model, batch 8, H200."""
     bench = pl.ModelSpec("bench", 504_400_000, num_hidden_layers=12, num_kv_heads=16, head_dim=128,
                          hidden_size=2048, intermediate_size=5632, vocab_size=32000)
-    step = pl.step_seconds(bench, pl.GPU_MODELS["h200"], batch_size=8, context_tokens=0)
+    step = runtime.step_seconds(bench, runtime.GPU_MODELS["h200"], batch_size=8, context_tokens=0)
     assert step * 64 == pytest.approx(0.600, rel=1e-9)

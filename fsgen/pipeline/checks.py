@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fsgen.decoding.methods import METHODS, method_specific_params, pair_methods
-from fsgen.decoding.placement import GPU_MODELS
+from fsgen.decoding.runtime import GPU_MODELS
 from fsgen.pipeline import jobs
 from fsgen.pipeline.config import ConfigError, fill_defaults, load_yaml_unique, validate_schema
 from fsgen.pipeline.mirror import apply_mirrors

@@ -28,6 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from fsgen.decoding import placement as pl
+from fsgen.decoding import runtime
 from fsgen.decoding.config import DEFAULTS
 from fsgen.pipeline.config import ConfigError
 from fsgen.pipeline.jobs import SINGLE, decode_settings, job_models
@@ -201,10 +202,10 @@ def decode_runtime(config: dict, job: dict, attempt: int) -> int:
         return capped_runtime(config, grown(first, attempt, res["growth"]))
     specs, inputs = job_specs(config, job), _plan_inputs(config, job)
     bench = config["benchmarks"][job["benchmark"]]
-    seconds = pl.decode_seconds(
-        specs, runtime_method(config, job), gpu=pl.GPU_MODELS[res["gpu_type"]],
+    seconds = runtime.decode_seconds(
+        specs, runtime_method(config, job), gpu=runtime.GPU_MODELS[res["gpu_type"]],
         documents=int(bench.get("limit") or DEFAULT_DOCUMENTS), batch_size=planned[1],
         prompt_tokens=inputs["prompt_tokens"], max_new_tokens=inputs["max_new_tokens"],
         system2=pl.system2_role(job_method(config, job)),
         draft_k=int(decode_settings(config, job["variant"]).get("k") or DEFAULTS.k) if "variant" in job else DEFAULTS.k)
-    return pl.runtime_minutes(seconds, attempt, growth=res["growth"], max_minutes=res["max_runtime"])
+    return runtime.runtime_minutes(seconds, attempt, growth=res["growth"], max_minutes=res["max_runtime"])
