@@ -49,6 +49,8 @@ SCOPE = {
 _DIM = "dim=+1 is dim=-1 on the [B, V] tensors this function takes"
 _CPU = "a device argument: the same on CPU (tests/test_engine_cuda.py runs the GPU path)"
 _LBFGS = "LogisticRegression's default lbfgs solver does not use random_state"
+_JSON_ONLY = ("json.dumps's default= is never called: tokenization_spec holds only JSON values (parsed from the "
+              "backend's JSON, or a str -> int vocabulary)")
 EQUIVALENT: dict[str, str] = {
     "fsgen.decoding.methods.x_contrastive_scores__mutmut_33": 'float("-INF") is float("-inf")',
     "fsgen.decoding.speculative.x_rejection_accept__mutmut_30": _CPU,
@@ -74,6 +76,8 @@ EQUIVALENT: dict[str, str] = {
     "fsgen.trace.x_arrow_schema__mutmut_14": "pa.field's nullable defaults to True",
     "fsgen.trace.x_records_to_frame__mutmut_8": "a request_id column of None is overwritten two lines below",
     "fsgen.trace.x_records_to_frame__mutmut_9": "a request_id column of None is overwritten two lines below",
+    "fsgen.decoding.models.x_tokenization_fingerprint__mutmut_4": _JSON_ONLY,
+    "fsgen.decoding.models.x_tokenization_fingerprint__mutmut_7": _JSON_ONLY,
 }
 DETECTED = ("killed", "timeout", "caught by type check")
 
