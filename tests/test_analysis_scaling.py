@@ -14,6 +14,7 @@ from fsgen.analysis.scaling import (
     bound_status,
     fit_power_law,
     fit_scaling,
+    fit_small_size,
     fit_table,
     jobs_points,
     power_law,
@@ -207,7 +208,8 @@ def test_missing_or_impossible_points_are_dropped():
     large, small = list(RATIO * SMALL_B * 1e9), list(SMALL_B * 1e9)
     freq = list(0.31 - 0.22 * RATIO ** -0.63 + NOISE)
     clean = fit_scaling(large, small, freq)
-    bad = [(None, 1e9, 0.2), (7e9, float("nan"), 0.2), (7e9, 1e9, None), (float("inf"), 1e9, 0.2), (7e9, 0.0, 0.2)]
+    bad = [(None, 1e9, 0.2), (7e9, None, 0.2), (7e9, float("nan"), 0.2), (7e9, 1e9, None), (float("inf"), 1e9, 0.2),
+           (7e9, 0.0, 0.2)]
     dirty = fit_scaling(large + [p[0] for p in bad], small + [p[1] for p in bad], freq + [p[2] for p in bad])
     billions = fit_scaling(RATIO * SMALL_B, SMALL_B, freq)
     assert clean.status == "ok" and clean.n_pairs == 6
@@ -232,6 +234,11 @@ def test_one_small_size_fits_the_law_and_says_the_alternative_is_not_fitted():
     fit = fit_scaling(RATIO * 1e9, np.full(6, 1e9), 0.31 - 0.22 * RATIO ** -0.63)
     assert fit.status == "alternative not fitted: one small-model size"
     assert fit.alpha == pytest.approx(0.63, rel=1e-4) and math.isnan(fit.alt_c) and fit.alt_residuals == []
+
+
+def test_the_alternative_on_one_small_size_is_nan_of_the_data_shape():
+    c, d, fitted = fit_small_size([1e9, 1e9, 1e9], [0, 1, 1])  # frequencies may come as integers
+    assert math.isnan(c) and math.isnan(d) and fitted.shape == (3,) and np.isnan(fitted).all()
 
 
 def test_a_law_that_does_not_converge_says_so_and_keeps_the_alternative(monkeypatch):

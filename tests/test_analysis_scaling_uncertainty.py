@@ -20,6 +20,7 @@ from fsgen.analysis.scaling import (
     ALPHA_GRID,
     BOUND_TOLERANCE,
     LOWER_BOUND,
+    _bounded_line,
     fit_power_law_profile,
     fit_scaling,
     law_at_limits,
@@ -251,6 +252,15 @@ def test_profile_solver_against_bounded_least_squares(case):
         params, sse = fit_power_law_profile(ratio if shared else ratio[None, :], freq)
         np.testing.assert_allclose(params[0], expected, rtol=1e-5, atol=1e-9)
         assert sse[0] == pytest.approx(expected_sse, rel=1e-6, abs=1e-18)
+
+
+def test_bounded_line_on_one_distinct_x_is_nan_without_warnings():
+    x, y = np.full(4, 0.3), np.array([0.1, 0.25, 0.2, 0.4])
+    xc, yc = x - x.mean(), y - y.mean()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        line = _bounded_line(4, x.mean(), y.mean(), (xc * xc).sum(), (xc * yc).sum(), (yc * yc).sum(), LOWER_BOUND)
+    assert np.isnan(line).all()
 
 
 def test_profile_solver_on_one_ratio_is_nan_without_warnings():

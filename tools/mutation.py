@@ -3,6 +3,8 @@
     pip install -e '.[test,mutation]'
     python tools/mutation.py                 # every module in SCOPE
     python tools/mutation.py methods stats   # some of them
+    python tools/mutation.py --stored        # the table from mutants/'s stored results, running nothing
+    python tools/mutation.py --equivalent    # EQUIVALENT as a markdown list (docs/testing.md)
 
 mutmut (configured in pyproject.toml's [tool.mutmut]: the files, the fast test selection) makes
 one-line changes ("mutants") to the functions named in SCOPE and runs, for each, the selected
@@ -16,6 +18,7 @@ non-equivalent mutants) and the wall time, then every unexplained survivor with 
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 import subprocess
 import sys
@@ -110,22 +113,40 @@ def summary(statuses: dict[str, str], seconds: float) -> dict:
             "score": detected / len(counted) if counted else float("nan"), "seconds": seconds}
 
 
-def main(names: list[str]) -> int:
+def equivalent_markdown() -> str:
+    """EQUIVALENT as a markdown list, by module then mutant (the list in docs/testing.md)."""
+    lines = []
+    for module, patterns in SCOPE.items():
+        names = sorted((m for m in EQUIVALENT if any(fnmatch.fnmatchcase(m, p) for p in patterns)),
+                       key=lambda m: (m.rpartition("_")[0], int(m.rpartition("_")[2])))  # mutant 3 before 10
+        if names:
+            lines.append(f"\n**{module}**\n")
+            lines += [f"- `{m}`: {EQUIVALENT[m]}" for m in names]
+    return "\n".join(lines).lstrip("\n")
+
+
+def main(args: list[str]) -> int:
+    if args == ["--equivalent"]:
+        print(equivalent_markdown())
+        return 0
+    stored = "--stored" in args
+    names = [a for a in args if a != "--stored"]
     unknown = sorted(set(names) - set(SCOPE))
     if unknown:
         raise SystemExit(f"unknown module(s) {unknown}; expected some of {', '.join(SCOPE)}")
     Path("mutants").mkdir(exist_ok=True)
     rows, unexplained = {}, []
     for name in names or list(SCOPE):
-        seconds = run_module(SCOPE[name], Path("mutants") / f"{name}.log")
+        seconds = math.nan if stored else run_module(SCOPE[name], Path("mutants") / f"{name}.log")
         mine = {m: s for m, s in results().items() if any(fnmatch.fnmatchcase(m, p) for p in SCOPE[name])}
         rows[name] = summary(mine, seconds)
         unexplained += [m for m, s in sorted(mine.items()) if s not in DETECTED and m not in EQUIVALENT]
     print("| module | mutants | killed | equivalent | survived | no tests/other | score | wall time |")
     print("|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
+        wall = "not run" if stored else f"{r['seconds'] / 60:.1f} min"
         print(f"| {name} | {r['mutants']} | {r['killed']} | {r['equivalent']} | {r['survived']} | {r['other']} | "
-              f"{r['score']:.1%} | {r['seconds'] / 60:.1f} min |")
+              f"{r['score']:.1%} | {wall} |")
     for mutant in unexplained:
         diff = subprocess.run(["mutmut", "show", mutant], capture_output=True, text=True).stdout
         print(f"\n{mutant}\n" + "\n".join(line for line in diff.splitlines()
