@@ -215,6 +215,7 @@ PROFILE_RATIO = np.array([1.5, 2.2, 3.9, 7.0, 14.0, 40.0])
 PROFILE_CASES = {  # which constraint is active at the optimum
     "free": 0.31 - 0.22 * PROFILE_RATIO ** -0.63 + np.array([0.004, -0.003, 0.001, 0.002, -0.004, 0.001]),
     "b at bound": 0.02 - 0.1 * PROFILE_RATIO ** -0.8,
+    "b at bound, measured": np.array([0.019, 0.037, 0.046, 0.048, 0.043, 0.043]),  # the edge decides α (2.04)
     "a at bound": 0.3 + 0.02 * PROFILE_RATIO ** -0.5,  # falls with r: α runs to the top of the grid
     "alpha near the lower bound": 0.2 - 0.3 * PROFILE_RATIO ** -0.0525,  # between the first two grid points
     "alpha near the top": 0.4 - 0.9 * PROFILE_RATIO ** -19.3,  # between the last two grid points
