@@ -52,6 +52,17 @@ SCOPE = {
 _DIM = "dim=+1 is dim=-1 on the [B, V] tensors this function takes"
 _CPU = "a device argument: the same on CPU (tests/test_engine_cuda.py runs the GPU path)"
 _LBFGS = "LogisticRegression's default lbfgs solver does not use random_state"
+_FLOAT = ("no dtype=float: the same numbers for int and float input (the arithmetic that follows promotes to "
+          "float); differs only for input that is not numbers (str, None), which no caller passes")
+_AXIS = "axis +1 is axis -1 on the 2-D arrays this function takes"
+_SHIFT = ("yc enters Sxy = Σxc·yc, where Σxc = 0 makes y + ȳ the same, and Syy, a constant per data set added to every "
+          "α's SSE: the same argmin (this SSE is only compared)")
+_NAN_ROWS = ("NaN SSEs come only from a data set whose ratios are all equal (NaN at every α): whichever α is picked, "
+             "the row ends NaN (its SSE is recomputed from the residuals)")
+_EDGE_IS_FREE = ("at a_free == lower (b_free == lower) exactly, the optimum on that edge is the free optimum: the same "
+                 "a, b and SSE")
+_DIVIDE = ("a division by zero here is always 0/0 (Sxx = 0 makes Sxy = 0; Sxx + n·x̄² = 0 makes its numerator 0): "
+           "'invalid', never 'divide'")
 _JSON_ONLY = ("json.dumps's default= is never called: tokenization_spec holds only JSON values (parsed from the "
               "backend's JSON, or a str -> int vocabulary)")
 EQUIVALENT: dict[str, str] = {
@@ -71,7 +82,8 @@ EQUIVALENT: dict[str, str] = {
     "fsgen.decoding.routers.x_train_learned_router__mutmut_27": _LBFGS,
     "fsgen.decoding.routers.x_train_learned_router__mutmut_26": "max_iter is a bound: lbfgs converges on top-k "
                                                                 "probabilities in far fewer than 100 iterations",
-    "fsgen.decoding.routers.x_train_learned_router__mutmut_28": "max_iter 1001 instead of 1000: a bound never reached",
+    "fsgen.decoding.routers.x_train_learned_router__mutmut_28": (
+        "max_iter 1001 instead of 1000: a bound never reached"),
     "fsgen.decoding.distributions.x_summarize__mutmut_13": "topk's default dim is -1",
     "fsgen.decoding.distributions.x_summarize__mutmut_14": _DIM,
     "fsgen.decoding.distributions.x_summarize__mutmut_44": _DIM,
@@ -80,6 +92,70 @@ EQUIVALENT: dict[str, str] = {
     "fsgen.trace.x_records_to_frame__mutmut_8": "a request_id column of None is overwritten two lines below",
     "fsgen.trace.x_records_to_frame__mutmut_9": "a request_id column of None is overwritten two lines below",
     "fsgen.decoding.models.x_tokenization_fingerprint__mutmut_4": _JSON_ONLY,
+    "fsgen.analysis.scaling.x_r_squared__mutmut_3": _FLOAT,
+    "fsgen.analysis.scaling.x_r_squared__mutmut_5": _FLOAT,
+    "fsgen.analysis.scaling.x_r_squared__mutmut_7": _FLOAT,
+    "fsgen.analysis.scaling.x_r_squared__mutmut_9": _FLOAT,
+    "fsgen.analysis.scaling.x_fit_power_law__mutmut_3": _FLOAT,
+    "fsgen.analysis.scaling.x_fit_power_law__mutmut_5": _FLOAT,
+    "fsgen.analysis.scaling.x_fit_power_law__mutmut_7": _FLOAT,
+    "fsgen.analysis.scaling.x_fit_power_law__mutmut_9": _FLOAT,
+    "fsgen.analysis.scaling.x_fit_power_law_profile__mutmut_4": _FLOAT,
+    "fsgen.analysis.scaling.x_fit_power_law_profile__mutmut_6": _FLOAT,
+    "fsgen.analysis.scaling.x_fit_power_law_profile__mutmut_18": _FLOAT,
+    "fsgen.analysis.scaling.x_fit_power_law_profile__mutmut_20": _FLOAT,
+    "fsgen.analysis.scaling.x_fit_small_size__mutmut_5": _FLOAT,
+    "fsgen.analysis.scaling.x_fit_small_size__mutmut_7": _FLOAT,
+    "fsgen.analysis.scaling.x_law_at_limits__mutmut_4": _FLOAT,
+    "fsgen.analysis.scaling.x_law_at_limits__mutmut_6": _FLOAT,
+    "fsgen.analysis.scaling.x_percentile_interval__mutmut_15": _FLOAT,
+    "fsgen.analysis.scaling.x_percentile_interval__mutmut_17": _FLOAT,
+    "fsgen.analysis.scaling.x_fit_table__mutmut_59": _FLOAT,
+    "fsgen.analysis.scaling.x_fit_table__mutmut_62": _FLOAT,
+    "fsgen.analysis.scaling.x_jobs_points__mutmut_29": _FLOAT,
+    "fsgen.analysis.scaling.x_jobs_points__mutmut_34": _FLOAT,
+    "fsgen.analysis.scaling.x_jobs_points__mutmut_39": _FLOAT,
+    "fsgen.analysis.scaling.x_reference_points__mutmut_39": _FLOAT,
+    "fsgen.analysis.scaling.x_reference_points__mutmut_46": _FLOAT,
+    "fsgen.analysis.scaling.x_reference_points__mutmut_52": _FLOAT,
+    "fsgen.analysis.scaling.x__profile_grid__mutmut_7": _AXIS,
+    "fsgen.analysis.scaling.x__profile_grid__mutmut_10": _AXIS,
+    "fsgen.analysis.scaling.x__profile_grid__mutmut_29": _AXIS,
+    "fsgen.analysis.scaling.x__profile_grid__mutmut_33": _AXIS,
+    "fsgen.analysis.scaling.x__profile_grid__mutmut_37": _AXIS,
+    "fsgen.analysis.scaling.x__profile_grid__mutmut_14": _SHIFT,
+    "fsgen.analysis.scaling.x__bounded_line__mutmut_15": _DIVIDE,
+    "fsgen.analysis.scaling.x__bounded_line__mutmut_17": _DIVIDE,
+    "fsgen.analysis.scaling.x__bounded_line__mutmut_66": _EDGE_IS_FREE,
+    "fsgen.analysis.scaling.x__bounded_line__mutmut_67": _EDGE_IS_FREE,
+    "fsgen.analysis.scaling.x_fit_power_law_profile__mutmut_68": _NAN_ROWS,
+    "fsgen.analysis.scaling.x_fit_power_law_profile__mutmut_106": _NAN_ROWS,
+    "fsgen.analysis.scaling.x_fit_power_law_profile__mutmut_157": _NAN_ROWS,
+    "fsgen.analysis.scaling.x_fit_power_law__mutmut_26": (
+        "maxfev 20001 instead of 20000: a cap; differs only for a fit needing exactly 20001 evaluations"),
+    "fsgen.analysis.scaling.x_fit_power_law_profile__mutmut_7": (
+        "the per-data-set path for shared ratios: the same profile (the shared path is a speed-up)"),
+    "fsgen.analysis.scaling.x_fit_power_law_profile__mutmut_8": (
+        "the per-data-set path for shared ratios: the same profile (the shared path is a speed-up)"),
+    "fsgen.analysis.scaling.x_fit_power_law_profile__mutmut_39": (
+        "blocks of at least 2 α instead of 1: only the memory bound changes (blocks of 1 need over 1e6 values"
+        " a data set)"),
+    "fsgen.analysis.scaling.x_fit_power_law_profile__mutmut_169": (
+        "take_along_axis's default axis is -1, which is 1 on these [B, 2] arrays"),
+    "fsgen.analysis.scaling.x_fit_power_law_profile__mutmut_185": "None assigned into a float array is NaN",
+    "fsgen.analysis.scaling.x_fit_small_size__mutmut_18": "np.full_like(float array, None) fills NaN",
+    "fsgen.analysis.scaling.x_fit_table__mutmut_23": "groupby sorts by default",
+    "fsgen.analysis.scaling.x_fit_table__mutmut_106": "the columns of ScalingFit(n).row() do not depend on n",
+    "fsgen.analysis.scaling.x_fit_table__mutmut_107": "the columns of ScalingFit(n).row() do not depend on n",
+    "fsgen.analysis.scaling.x_law_at_limits__mutmut_9": (
+        "< and <= differ only at x − 0.05 == 1e-3, which no float64 x gives (the nearest give 0.99999…e-3 and"
+        " 1.00000…09e-3)"),
+    "fsgen.analysis.scaling.x_percentile_interval__mutmut_56": "take_along_axis's default axis is -1",
+    "fsgen.analysis.scaling.x_percentile_interval__mutmut_66": "take_along_axis's default axis is -1",
+    "fsgen.analysis.scaling.x_percentile_interval__mutmut_85": (
+        "weight == 0 means floor(pos) == ceil(pos): the same element, so low == high already holds"),
+    "fsgen.analysis.scaling.x_percentile_interval__mutmut_97": (
+        "with no valid replicate every value is NaN, so the interpolated bound is NaN either way"),
     "fsgen.decoding.models.x_tokenization_fingerprint__mutmut_7": _JSON_ONLY,
 }
 DETECTED = ("killed", "timeout", "caught by type check")
