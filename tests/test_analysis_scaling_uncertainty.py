@@ -13,10 +13,21 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.optimize import curve_fit
+from scipy.optimize import curve_fit, lsq_linear, minimize_scalar
 from scipy.stats import norm
 
-from fsgen.analysis.scaling import fit_power_law_profile, fit_scaling, percentile_interval, power_law
+from fsgen.analysis.scaling import (
+    ALPHA_GRID,
+    BOUND_TOLERANCE,
+    LOWER_BOUND,
+    _bounded_line,
+    fit_power_law_profile,
+    fit_scaling,
+    law_at_limits,
+    parameters_at_bound,
+    percentile_interval,
+    power_law,
+)
 from fsgen.analysis.scaling_forms import (
     FORMS,
     aicc,
@@ -191,6 +202,97 @@ def test_percentile_interval_known_percentiles():
     assert low == pytest.approx(0.25 * 19) and high == math.inf  # "not reached" replicates at the top
     both = percentile_interval(np.column_stack([values, 2 * values]), axis=0)
     np.testing.assert_allclose(both[1], [0.975 * 999, 2 * 0.975 * 999])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # inf − inf between two "not reached" replicates is not a warning
+        assert percentile_interval(np.r_[1.0, 2.0, 3.0, np.full(5, np.inf)], level=0.5) == (pytest.approx(2.75), math.inf)
+    assert percentile_interval([0.3, np.nan, np.nan]) == (0.3, 0.3)  # one valid replicate is both bounds
+    assert all(math.isnan(v) for v in percentile_interval([np.nan, np.nan]))
+
+
+# ------------------------------------------------------------------ the profile solver against lsq_linear
+
+PROFILE_RATIO = np.array([1.5, 2.2, 3.9, 7.0, 14.0, 40.0])
+PROFILE_CASES = {  # which constraint is active at the optimum
+    "free": 0.31 - 0.22 * PROFILE_RATIO ** -0.63 + np.array([0.004, -0.003, 0.001, 0.002, -0.004, 0.001]),
+    "b at bound": 0.02 - 0.1 * PROFILE_RATIO ** -0.8,
+    "b at bound, measured": np.array([0.019, 0.037, 0.046, 0.048, 0.043, 0.043]),  # the edge decides α (2.04)
+    "a at bound": 0.3 + 0.02 * PROFILE_RATIO ** -0.5,  # falls with r: α runs to the top of the grid
+    "alpha near the lower bound": 0.2 - 0.3 * PROFILE_RATIO ** -0.0525,  # between the first two grid points
+    "alpha near the top": 0.4 - 0.9 * PROFILE_RATIO ** -19.3,  # between the last two grid points
+    "a point at the mean": np.array([0.125, 0.25, 0.3125, 0.375, 0.5]),  # the mean 0.3125 is exact: a zero deviation
+}
+
+
+def reference_line(x, y):
+    """(a, b, sse) of min Σ(y − b + a·x)² with a, b ≥ 0.05, by scipy's bounded linear least squares."""
+    design = np.stack([-x, np.ones_like(x)], axis=1)
+    a, b = lsq_linear(design, y, bounds=(LOWER_BOUND, np.inf), method="bvls", tol=1e-14).x
+    return a, b, float(((design @ [a, b] - y) ** 2).sum())
+
+
+def reference_profile_fit(ratio, y):
+    """The bounded law fit by brute force: the profile SSE(α) on a fine grid, refined by scipy's
+    bounded scalar minimiser; (a, α, b), sse."""
+    profile = lambda alpha: reference_line(ratio ** -alpha, y)[2]  # noqa: E731
+    grid = np.geomspace(LOWER_BOUND, 20.0, 400)
+    sse = [profile(alpha) for alpha in grid]
+    i = int(np.argmin(sse))
+    refined = minimize_scalar(profile, bounds=(grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]),
+                              method="bounded", options={"xatol": 1e-12})
+    alpha = refined.x if refined.fun < sse[i] else grid[i]
+    a, b, best = reference_line(ratio ** -alpha, y)
+    return np.array([a, alpha, b]), best
+
+
+@pytest.mark.parametrize("case", sorted(PROFILE_CASES))
+def test_profile_solver_against_bounded_least_squares(case):
+    freq = PROFILE_CASES[case]
+    ratio = PROFILE_RATIO[: len(freq)]
+    expected, expected_sse = reference_profile_fit(ratio, freq)
+    for shared in (True, False):  # one ratio vector for all data sets, or one per data set
+        params, sse = fit_power_law_profile(ratio if shared else ratio[None, :], freq)
+        np.testing.assert_allclose(params[0], expected, rtol=1e-5, atol=1e-9)
+        assert sse[0] == pytest.approx(expected_sse, rel=1e-6, abs=1e-18)
+
+
+def test_bounded_line_on_one_distinct_x_is_nan_without_warnings():
+    x, y = np.full(4, 0.3), np.array([0.1, 0.25, 0.2, 0.4])
+    xc, yc = x - x.mean(), y - y.mean()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        line = _bounded_line(4, x.mean(), y.mean(), (xc * xc).sum(), (xc * yc).sum(), (yc * yc).sum(), LOWER_BOUND)
+    assert np.isnan(line).all()
+
+
+def test_profile_solver_on_one_ratio_is_nan_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for ratio in (np.full(4, 3.0), np.full((1, 4), 3.0)):
+            params, sse = fit_power_law_profile(ratio, [0.1, 0.2, 0.15, 0.3])
+            assert np.isnan(params).all() and np.isnan(sse).all()
+
+
+def test_profile_solver_in_blocks_gives_the_one_at_a_time_answers():
+    """Per-data-set ratios (pair bootstrap) over more than PROFILE_CHUNK_ELEMENTS / |grid| values are
+    profiled in blocks of α; every block must land where it belongs."""
+    rng = np.random.default_rng(5)
+    ratio = np.sort(rng.uniform(1.5, 40.0, (2000, 7)), axis=1)  # 14000 values: blocks of 71 α
+    freq = 0.31 - 0.22 * ratio ** rng.uniform(-3.0, -0.1, (2000, 1)) + rng.normal(0, 0.003, (2000, 7))
+    together, _ = fit_power_law_profile(ratio, freq)
+    for i in range(0, 2000, 97):
+        np.testing.assert_allclose(together[i], fit_power_law_profile(ratio[i:i + 1], freq[i:i + 1])[0][0], rtol=1e-9)
+
+
+def test_limits_and_bounds_on_their_edges():
+    assert 0.003 - 0.002 == BOUND_TOLERANCE  # exactly on the tolerance (0.002 as the bound): still at it
+    assert parameters_at_bound({"a": 0.003, "alpha": np.nextafter(0.003, 1), "b": np.nan}, lower=0.002) == ["a"]
+    assert parameters_at_bound({"a": 0.2, "alpha": 0.0505, "b": 0.05}) == ["alpha", "b"]
+    top = ALPHA_GRID[-1] * (1 - 1e-6)
+    rows = [[LOWER_BOUND + 0.0009, 1.0, 0.3], [0.2, ALPHA_GRID[-1], 0.3], [0.2, top, 0.3], [0.2, np.nextafter(top, 0), 0.3],
+            [0.2, (ALPHA_GRID[-2] + ALPHA_GRID[-1]) / 2, 0.3], [0.2, 1.0, ALPHA_GRID[-1]]]
+    expected = [[True, False, False], [False, True, False], [False, True, False], [False, False, False],
+                [False, False, False], [False, False, False]]
+    assert law_at_limits(rows).tolist() == expected
 
 
 def simulate_jobs(freq, n_requests, rng, concentration=20.0):

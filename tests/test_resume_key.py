@@ -4,6 +4,7 @@ change to the code or to a library version makes the next run decode every reque
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -16,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from fsgen import fingerprint
+from fsgen import fingerprint, resume
 from fsgen.decoding.config import FIELDS, DecodeConfig
 from fsgen.decoding.resumable import decode_job_key, decode_job_parts, decode_request_key
 from fsgen.testing import write_generation_task
@@ -145,6 +146,25 @@ def test_key_json_names_every_part(models):
     assert parts["tasks"] == ["t"] and parts["job"] == JOB
     with pytest.raises(ValueError, match="code"):
         decode_job_parts(SimpleNamespace(names=models), BASE, code="mine")
+    for computed in ("models", "decode"):  # a caller cannot override what is computed here
+        with pytest.raises(ValueError, match=rf"\['{computed}'\] are computed here"):
+            decode_job_parts(SimpleNamespace(names=models), BASE, **{computed: "mine"})
+
+
+def canonical_sha256(value) -> str:
+    """Independent reference: sha256 of sorted, compact, UTF-8 JSON."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def test_keys_are_the_documented_hashes_so_old_caches_stay_found():
+    """The folder and record names of a cache written by an earlier run must not move: the job key
+    is the hash of its parts, the request key the hash of {prompt, generation_kwargs}."""
+    assert resume.job_key(task="gsm8k", beta=0.25) == canonical_sha256({"task": "gsm8k", "beta": 0.25})
+    expected = canonical_sha256({"prompt": "2+2=", "generation_kwargs": {"max_new_tokens": 8, "stop": ["\n"]}})
+    assert resume.request_key("2+2=", max_new_tokens=8, stop=["\n"]) == expected
+    with pytest.raises(ValueError, match="^job_key needs the parts that determine the results$"):
+        resume.job_key()
 
 
 # ---------------------------------------------------------------- through run_decode

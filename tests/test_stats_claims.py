@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -19,10 +20,12 @@ from fsgen.analysis.stats import (
     bool_column,
     bootstrap_frequency,
     collaboration_stats,
+    document_metrics,
     metric_status,
     pair_mask,
     per_request_counts,
     primary_metric,
+    read_jsonl,
     read_metrics,
     single_model,
     single_model_rows,
@@ -75,9 +78,24 @@ def test_pooled_and_per_sample_differ_where_lengths_differ():
 
 
 def test_bootstrap_without_tokens_is_nan():
-    for interventions, tokens in (([], []), ([0, 0], [0, 0])):
-        for ci in bootstrap_frequency(np.array(interventions), np.array(tokens)):
-            assert math.isnan(ci.value) and math.isnan(ci.low) and math.isnan(ci.high)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NaN by the rule, not by 0/0
+        for interventions, tokens in (([], []), ([0, 0], [0, 0])):
+            for ci in bootstrap_frequency(np.array(interventions), np.array(tokens)):
+                assert math.isnan(ci.value) and math.isnan(ci.low) and math.isnan(ci.high)
+
+
+def test_bootstrap_of_one_request_is_its_frequency():
+    assert bootstrap_frequency([1], [1]) == (BootstrapCI(1.0, 1.0, 1.0), BootstrapCI(1.0, 1.0, 1.0))
+    assert bootstrap_frequency([2], [5]) == (BootstrapCI(0.4, 0.4, 0.4), BootstrapCI(0.4, 0.4, 0.4))
+
+
+def test_bootstrap_defaults_are_the_documented_ones():
+    """docs/analysis.md: 1000 replicates, numpy.random.default_rng(seed), seed 0."""
+    interventions, tokens = simulated_study(np.random.default_rng(5))
+    assert bootstrap_frequency(interventions, tokens) == bootstrap_frequency(interventions, tokens, 1000, 0)
+    assert bootstrap_frequency(interventions, tokens, 1000, 1) != bootstrap_frequency(interventions, tokens, 1000, 0)
+    assert bootstrap_frequency(interventions, tokens, 1001, 0) != bootstrap_frequency(interventions, tokens, 1000, 0)
 
 
 # ---------------------------------------------------------------- per-request counts and statistics
@@ -96,6 +114,10 @@ def test_per_request_counts_with_rounds():
     counts = per_request_counts(SPECULATIVE)
     assert counts.to_dict("list") == {"request_id": [1, 4], "tokens": [3, 4], "interventions": [1, 1],
                                       "s2_positions": [3, 4], "rounds": [2, 2]}
+    assert (counts.dtypes == np.int64).all()  # counts, written to stats.json as integers
+    # a round whose only row has a null elsewhere still counts; a request without rounds has 0
+    more = pd.concat([SPECULATIVE, trace([(7, None, True, 2), (9, False, True, None)])], ignore_index=True)
+    assert per_request_counts(more)["rounds"].tolist() == [2, 2, 1, 0]
     plain = per_request_counts(SPECULATIVE.assign(round=None))
     assert "rounds" not in plain.columns
 
@@ -114,6 +136,18 @@ def test_collaboration_stats_of_a_speculative_trace():
     assert again == stats
 
 
+def test_collaboration_stats_bootstrap_follows_its_seed_and_defaults():
+    rng = np.random.default_rng(11)
+    rows = [(r, bool(rng.random() < 0.2), True, None) for r in range(30) for _ in range(int(rng.integers(3, 12)))]
+    routed = trace(rows)
+    counts = per_request_counts(routed)
+    for kwargs, (n_boot, seed) in (({"n_boot": 300, "seed": 7}, (300, 7)), ({}, (1000, 0))):
+        stats = collaboration_stats(routed, **kwargs)
+        pooled, per_sample = bootstrap_frequency(counts["interventions"], counts["tokens"], n_boot, seed)
+        assert (stats["freq_pooled_low"], stats["freq_pooled_high"]) == (pooled.low, pooled.high)
+        assert (stats["freq_per_sample_low"], stats["freq_per_sample_high"]) == (per_sample.low, per_sample.high)
+
+
 def test_collaboration_stats_with_a_router_and_an_empty_trace():
     routed = trace([(0, True, True, None), (0, False, False, None), (0, False, False, None), (1, False, True, None)])
     stats = collaboration_stats(routed, n_boot=50)
@@ -127,9 +161,12 @@ def test_collaboration_stats_with_a_router_and_an_empty_trace():
 
 
 def test_bool_column_reads_nulls_as_false_and_names_a_missing_column():
-    assert bool_column(SPECULATIVE, "intervened").tolist() == [False, False, True, False, True, False, False]
+    intervened = bool_column(SPECULATIVE, "intervened")  # an object column with None
+    assert intervened.dtype == bool and intervened.tolist() == [False, False, True, False, True, False, False]
     with pytest.raises(KeyError, match="trace has no column 'drafted'"):
         bool_column(SPECULATIVE, "drafted")
+    nullable = bool_column(pd.DataFrame({"x": pd.array([True, None, False], dtype="boolean")}), "x")  # pd.NA
+    assert nullable.dtype == bool and nullable.tolist() == [True, False, False]
 
 
 # ---------------------------------------------------------------- metrics and the registry
@@ -160,8 +197,27 @@ def test_metric_lookup_order_and_status(tmp_path):
 
 def test_single_model_runs_by_the_registry():
     assert single_model("single") and not single_model("oracle") and not single_model("medusa")
-    assert not single_model(None)
+    assert not single_model(None) and not single_model(["single"])  # only a name can be a method
     jobs = pd.DataFrame({"method": ["single", "oracle", "proxy", "speculative"], "large": ["a", "a", None, "a"],
                          "small": ["a", "b", "b", "b"]})
     assert single_model_rows(jobs["method"]).tolist() == [True, False, False, False]
     assert pair_mask(jobs).tolist() == [False, True, False, True]
+
+
+def test_document_metrics_per_metric_filter_and_document(tmp_path):
+    rows = [
+        {"task": "gsm8k", "doc_id": 0, "filter": "strict-match", "metrics": ["exact_match"], "exact_match": 1.0,
+         "question": "Ist 7 größer als 3?"},
+        {"task": "gsm8k", "doc_id": 0, "filter": "flexible-extract", "metrics": ["exact_match"], "exact_match": 0.0},
+        {"task": "gsm8k", "doc_id": 3, "filter": "strict-match", "metrics": ["exact_match"], "exact_match": True},
+        {"task": "mbpp", "doc_id": 3, "metrics": ["pass@1", "acc"], "pass@1": 1, "acc": 0.25},  # no filter: "none"
+        {"task": "mbpp", "doc_id": 4, "filter": "none"},  # no metrics
+    ]
+    path = tmp_path / "scored_samples.jsonl"
+    path.write_bytes(("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n\n").encode("utf-8"))
+    assert read_jsonl(path) == rows  # the blank line skipped, UTF-8 read as UTF-8
+    values = document_metrics(path)
+    assert values == {"exact_match,strict-match": {("gsm8k", 0): 1.0, ("gsm8k", 3): 1.0},
+                      "exact_match,flexible-extract": {("gsm8k", 0): 0.0},
+                      "pass@1,none": {("mbpp", 3): 1.0}, "acc,none": {("mbpp", 3): 0.25}}
+    assert all(type(v) is float for per_doc in values.values() for v in per_doc.values())

@@ -14,6 +14,7 @@ import pytest
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 
+from fsgen.decoding import models
 from fsgen.decoding.models import (
     TokenizerMismatch,
     check_shared_tokenizer,
@@ -120,6 +121,8 @@ def test_difference_lists_only_what_differs(base):
     assert tokenization_difference(base, same) == f"{len(base)} vs {len(base)} tokens"
     both = tokenization_difference(base, variant(base, lambda spec: (nfkc(spec), prefix_space(spec))))
     assert both == f"{len(base)} vs {len(base)} tokens; different normalizer; different pre-tokenizer"
+    merges = tokenization_difference(base, variant(base, swap_merges))
+    assert merges == f"{len(base)} vs {len(base)} tokens; different merges"
 
 
 def test_spec_covers_what_decides_the_ids(base):
@@ -130,6 +133,10 @@ def test_spec_covers_what_decides_the_ids(base):
     assert tokenization_fingerprint(base) == tokenization_fingerprint(variant(base, lambda s: None))
     slow = SimpleNamespace(get_vocab=lambda: {"a": 0, "b": 1})  # no `tokenizers` backend
     assert tokenization_spec(slow) == {"class": "SimpleNamespace", "vocab": {"a": 0, "b": 1}}
+    # the same strings -> ids listed in another order: the same tokenisation, the same fingerprint
+    reordered = SimpleNamespace(get_vocab=lambda: {"b": 1, "a": 0})
+    assert tokenization_fingerprint(reordered) == tokenization_fingerprint(slow)
+    assert tokenization_fingerprint(SimpleNamespace(get_vocab=lambda: {"b": 0, "a": 1})) != tokenization_fingerprint(slow)
 
 
 def test_presentation_only_differences_are_accepted_and_logged(base, caplog):
@@ -141,14 +148,53 @@ def test_presentation_only_differences_are_accepted_and_logged(base, caplog):
     other = variant(base, lambda spec: None)
     other.chat_template = "{{ other }}"
     assert presentation_differences(chat, other) == ["eos_token '<|b|>' vs '</s>'", "different chat templates"]
+    assert presentation_differences(chat, base) == ["eos_token '<|b|>' vs '</s>'", "chat template: a chat template vs none"]
+    same_template = variant(base, lambda spec: None)
+    same_template.chat_template = chat.chat_template
+    assert presentation_differences(chat, same_template) == ["eos_token '<|b|>' vs '</s>'"]
+    extra = variant(base, lambda spec: None)
+    extra.cls_token = "<|a|>"  # a special token only one of them names
+    assert presentation_differences(base, extra) == ["cls_token None vs '<|a|>'"]
+    assert presentation_differences(extra, base) == ["cls_token '<|a|>' vs None"]
     with caplog.at_level(logging.WARNING, logger="fsgen.decoding.models"):
         check_shared_tokenizer({"base": base, "chat": chat})
-    assert "models 'base' and 'chat' share a vocabulary but differ in eos_token '</s>' vs '<|b|>'; chat template" \
-        in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        "models 'base' and 'chat' share a vocabulary but differ in eos_token '</s>' vs '<|b|>'; chat template: "
+        "none vs a chat template; decoding stops at every model's EOS"]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="fsgen.decoding.models"):
         check_shared_tokenizer({"one": base, "two": variant(base, lambda spec: None)})
     assert caplog.text == ""
+
+
+def test_presentation_of_tokenizers_without_a_chat_template_attribute():
+    """Duck-typed tokenizers (no `chat_template` attribute at all) read as having none."""
+    bare = SimpleNamespace(special_tokens_map={"eos_token": "</s>"})
+    templated = SimpleNamespace(special_tokens_map={"eos_token": "</s>"}, chat_template="{{ messages }}")
+    assert presentation_differences(bare, bare) == []
+    assert presentation_differences(bare, templated) == ["chat template: none vs a chat template"]
+    assert presentation_differences(templated, bare) == ["chat template: a chat template vs none"]
+
+
+def test_load_tokenizer_without_a_tokenizer_file_goes_through_autotokenizer(tmp_path, base, monkeypatch):
+    """A hub id, or a folder without tokenizer.json, is AutoTokenizer's, with remote code off unless asked."""
+    calls = []
+
+    def from_pretrained(path_or_id, **kwargs):
+        calls.append((path_or_id, kwargs))
+        no_pad = variant(base, lambda spec: None)
+        no_pad.pad_token = None
+        return no_pad
+
+    monkeypatch.setattr(models.AutoTokenizer, "from_pretrained", from_pretrained)
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "slow" / "vocab.json").write_text("{}")
+    loaded = load_tokenizer(str(tmp_path / "slow"))
+    assert loaded.pad_token == "</s>" and loaded.padding_side == "left"
+    load_tokenizer("org/name")
+    load_tokenizer("org/custom", trust_remote_code=True)
+    assert calls == [(str(tmp_path / "slow"), {"trust_remote_code": False}),
+                     ("org/name", {"trust_remote_code": False}), ("org/custom", {"trust_remote_code": True})]
 
 
 def test_load_tokenizer_reads_the_folder_file_and_pads_left(tmp_path, base):
@@ -168,7 +214,7 @@ def test_load_tokenizer_reads_the_folder_file_and_pads_left(tmp_path, base):
 
 @pytest.mark.parametrize("path, local", [
     ("Qwen/Qwen1.5-0.5B", False), ("gpt2", False), ("/models/x", True), ("./x", True), ("~/m", True),
-    ("results/models/arith-s", True), ("org/name/sub", True),
+    ("results/models/arith-s", True), ("org/name/sub", True), ("/checkpoint", True),
 ])
 def test_looks_local(path, local):
     assert looks_local(path) is local
@@ -178,6 +224,11 @@ def test_looks_local_for_an_existing_folder(tmp_path, monkeypatch):
     (tmp_path / "org" / "name").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)
     assert looks_local("org/name") and not looks_local("org/other")
+
+
+def test_looks_local_with_the_windows_separator(monkeypatch):
+    monkeypatch.setattr(models.os, "sep", "\\")
+    assert looks_local("C:\\models\\small") and not looks_local("gpt2") and not looks_local("Qwen/Qwen1.5-0.5B")
 
 
 def test_load_model_refuses_an_unknown_dtype():

@@ -48,9 +48,9 @@ def power_law(r, a, alpha, b):
 def r_squared(y: np.ndarray, y_hat: np.ndarray) -> float:
     """1 − SS_res/SS_tot (NaN when y is constant)."""
     y, y_hat = np.asarray(y, float), np.asarray(y_hat, float)
-    ss_tot = float(((y - y.mean()) ** 2).sum())
-    if ss_tot == 0:
+    if not (y != y[:1]).any():  # constant y; its mean can round off it, leaving a tiny SS_tot > 0
         return math.nan
+    ss_tot = float(((y - y.mean()) ** 2).sum())
     return 1.0 - float(((y - y_hat) ** 2).sum()) / ss_tot
 
 
