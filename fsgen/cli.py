@@ -113,7 +113,7 @@ def read_prompts(path: str) -> list[str]:
 
 
 def check_model_arg(role: str, name: str | None) -> None:
-    from fsgen.decoding.models import looks_local
+    from fsgen.fingerprint import looks_local
 
     if name is not None and not Path(name).exists() and looks_local(name):
         raise CliError(f"--{role} path not found: {name}")

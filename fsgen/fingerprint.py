@@ -23,6 +23,13 @@ SMALL_FILE_BYTES = 2 << 20  # files up to this size are hashed in full
 EDGE_BYTES = 1 << 20  # larger files: their first and last MiB (plus name and size) are hashed
 
 
+def looks_local(path: str) -> bool:
+    """A filesystem path rather than a hub id (`name` or `org/name`): it exists, or starts with
+    '/', '.' or '~', or has more than one '/' (or the OS's own separator, on Windows)."""
+    return (Path(path).expanduser().exists() or path.startswith(("/", ".", "~")) or path.count("/") > 1
+            or (os.sep != "/" and os.sep in path))
+
+
 def sha256_json(value) -> str:
     text = json.dumps(jsonable(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

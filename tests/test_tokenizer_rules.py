@@ -14,13 +14,13 @@ import pytest
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 
+from fsgen import fingerprint
 from fsgen.decoding import models
 from fsgen.decoding.models import (
     TokenizerMismatch,
     check_shared_tokenizer,
     load_model,
     load_tokenizer,
-    looks_local,
     presentation_differences,
     shared_vocab_size,
     tokenization_difference,
@@ -28,6 +28,7 @@ from fsgen.decoding.models import (
     tokenization_spec,
     tokenizer_eos_ids,
 )
+from fsgen.fingerprint import looks_local
 from fsgen.testing import build_tokenizer
 
 EXTRA = ["<|a|>", "<|b|>"]  # added tokens beyond the trained vocabulary
@@ -227,7 +228,7 @@ def test_looks_local_for_an_existing_folder(tmp_path, monkeypatch):
 
 
 def test_looks_local_with_the_windows_separator(monkeypatch):
-    monkeypatch.setattr(models.os, "sep", "\\")
+    monkeypatch.setattr(fingerprint.os, "sep", "\\")
     assert looks_local("C:\\models\\small") and not looks_local("gpt2") and not looks_local("Qwen/Qwen1.5-0.5B")
 
 

@@ -43,8 +43,8 @@ SCOPE = {
     "resume_key": ["fsgen.decoding.resumable.x_decode_request_key__*", "fsgen.decoding.resumable.x_decode_job_parts__*",
                    "fsgen.decoding.resumable.x_decode_job_key__*", "fsgen.resume.x_job_key__*",
                    "fsgen.resume.x_request_key__*"],
-    "tokenizers": [f"fsgen.decoding.models.x_{f}__*" for f in
-                   ("looks_local", "load_tokenizer", "tokenization_spec", "tokenization_fingerprint",
+    "tokenizers": ["fsgen.fingerprint.x_looks_local__*"] + [f"fsgen.decoding.models.x_{f}__*" for f in
+                   ("load_tokenizer", "tokenization_spec", "tokenization_fingerprint",
                     "tokenization_difference", "presentation_differences", "check_shared_tokenizer",
                     "tokenizer_eos_ids", "shared_vocab_size")],
 }

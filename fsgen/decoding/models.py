@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -14,13 +13,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 log = logging.getLogger(__name__)
 
 DTYPES = {"auto": "auto", "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def looks_local(path: str) -> bool:
-    """A filesystem path rather than a hub id (`name` or `org/name`): it exists, or starts with
-    '/', '.' or '~', or has more than one '/' (or the OS's own separator, on Windows)."""
-    return (Path(path).expanduser().exists() or path.startswith(("/", ".", "~")) or path.count("/") > 1
-            or (os.sep != "/" and os.sep in path))
 
 
 class TokenizerMismatch(ValueError):

@@ -22,9 +22,9 @@ a benchmark with data is left alone), as the report re-reads the effective confi
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from fsgen.fingerprint import looks_local
 from fsgen.harness.tasks import DATA_FORMATS
 from fsgen.pipeline.config import ConfigError
 
@@ -33,11 +33,9 @@ FEWSHOT_INFIX = ".fewshot"
 
 
 def is_hub_id(path: str) -> bool:
-    """A hub id (`name` or `org/name`), not a filesystem path: the negation of
-    fsgen.decoding.models.looks_local, which the DAG build cannot import (it loads torch). An
+    """A hub id (`name` or `org/name`), not a filesystem path (`fsgen.fingerprint.looks_local`). An
     existing path is local, so a rewritten `DIR/name` stays as it is on a second pass."""
-    return not (Path(path).expanduser().exists() or path.startswith(("/", ".", "~")) or path.count("/") > 1
-                or (os.sep != "/" and os.sep in path))
+    return not looks_local(path)
 
 
 def _mirror_dir(config: dict, key: str) -> Path | None:

@@ -43,7 +43,7 @@ def _offline(flag: str) -> bool:
 
 def model_problem(path: str) -> str | None:
     """Why `path` (folder or hub id) cannot be loaded, or None."""
-    from fsgen.decoding.models import looks_local
+    from fsgen.fingerprint import looks_local
 
     if looks_local(path):
         folder = Path(path).expanduser()
