@@ -2,16 +2,16 @@
 its hub ids redirected to tiny random Qwen2-architecture models (`--config model_mirror=`), its
 four benchmarks to two documents each in their own formats (`data_mirror=tests/data/paper_mirror`),
 every method, `gpus:` as paper.yaml has them (none: planned), on the CPU. The pairs are cut to
-the smallest two sizes (`--config pairs=...`: one base pair, its -Chat pair on MT-Bench) so the
-run fits CI: every kind of job of the full grid (all 21 pairs are `snakemake -n` in
-test_paper_grid.py) still runs for real.
+the three smallest sizes (`--config pairs=...`: 3 base pairs, their -Chat pairs on MT-Bench) so
+the run fits CI: every kind of job of the full grid (all 21 pairs are `snakemake -n` in
+test_paper_clone.py and test_workflow_dag.py) still runs for real.
 
 Asserts that every decode, score and statistics job finished, that the comparison with the published
 table joins our rows to the paper's by model name on every benchmark (MT-Bench's under the -Chat
 pairs), that chat-model prompts were rendered with the chat template (and only those), and that
 the run ends with results/report.html.
 
-Slow (33 decode and counterfactual jobs, each a process that imports torch, transformers and
+Slow (81 decode and counterfactual jobs, each a process that imports torch, transformers and
 lm-eval; score, statistics and viewer jobs in Snakemake's process): run with `pytest -m slow`.
 FSGEN_STANDIN_REPO=<copy> reuses a copy where the run already finished (checks only);
 FSGEN_STANDIN_CORES sets Snakemake's --cores (default 2)."""
@@ -35,7 +35,7 @@ from fsgen.testing import build_qwen15_standin
 from test_workflow_support import REPO, copy_repo, snakemake
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
-PAIR_MODELS = ("Qwen1.5-0.5B", "Qwen1.5-1.8B")  # the grid's two smallest sizes: one pair
+PAIR_MODELS = ("Qwen1.5-0.5B", "Qwen1.5-1.8B", "Qwen1.5-4B")  # the grid's three smallest sizes: 3 pairs
 BENCHMARKS = ("gsm8k", "mmlu_stem", "mbpp", "mtbench")
 CHAT_BENCHMARKS = ("mtbench",)
 JOB_FILES = ("trace.parquet", "samples.jsonl", "generations.jsonl", "metrics.json", "stats.json")
@@ -82,11 +82,11 @@ def test_the_real_paper_config_ran(standin):
 def test_every_decode_score_and_statistics_job_finished(standin):
     repo, config = standin
     pair_jobs, single_jobs = jobs.decode_jobs(config), jobs.single_jobs(config)
-    assert len(pair_jobs) == 4 * 4  # one pair (its -Chat pair on MT-Bench) x 4 methods x 4 benchmarks
-    # each model alone: both base models (System 1 and System 2 alone), the large model's -Chat
-    # (what proxy tuning approximates); on MT-Bench both -Chat models and the proxy's base pair
-    alone = {(b, m) for b in ("gsm8k", "mmlu_stem", "mbpp") for m in ("0.5B", "1.8B", "1.8B-Chat")}
-    alone |= {("mtbench", m) for m in ("0.5B", "0.5B-Chat", "1.8B", "1.8B-Chat")}
+    assert len(pair_jobs) == 3 * 4 * 4  # 3 pairs (their -Chat pairs on MT-Bench) x 4 methods x 4 benchmarks
+    # each model alone: the base models (System 1 and System 2 alone), each large model's -Chat
+    # (what proxy tuning approximates); on MT-Bench the -Chat models and the proxy's base pairs
+    alone = {(b, m) for b in ("gsm8k", "mmlu_stem", "mbpp") for m in ("0.5B", "1.8B", "4B", "1.8B-Chat", "4B-Chat")}
+    alone |= {("mtbench", m) for m in ("0.5B", "0.5B-Chat", "1.8B", "1.8B-Chat", "4B", "4B-Chat")}
     assert {(j["benchmark"], j["model"]) for j in single_jobs} == {(b, f"Qwen1.5-{m}") for b, m in alone}
     all_jobs = pair_jobs + single_jobs
     missing = [str(job_dir(j) / name) for j in all_jobs for name in JOB_FILES if not (repo / job_dir(j) / name).is_file()]
@@ -101,10 +101,12 @@ def test_comparison_with_the_paper_joins_on_every_benchmark(standin):
     published = table[table["freq_paper"].notna()]
     assert len(published) == 168  # the paper's whole table, whichever pairs ran
     assert set(published["benchmark"]) == set(BENCHMARKS)
-    ours = published[published["small_model"].str.startswith(PAIR_MODELS[0])
-                     & published["large_model"].str.startswith(PAIR_MODELS[1])]
-    # our one pair: oracle, contrastive and proxy on every benchmark (the paper publishes no speculative row)
-    assert len(ours) == 3 * 4, ours.to_dict("records")
+    base_name = lambda names: names.str.removesuffix("-Chat")  # noqa: E731
+    ours = published[base_name(published["small_model"]).isin(PAIR_MODELS)
+                     & base_name(published["large_model"]).isin(PAIR_MODELS)]
+    # our 3 pairs: oracle, contrastive and proxy on every benchmark (the paper publishes no speculative
+    # row), less the one the paper lacks (contrastive, MBPP, 4B / 0.5B)
+    assert len(ours) == 3 * 3 * 4 - 1, ours.to_dict("records")
     joined = published[published["our_variant"].notna()]
     assert len(joined) == len(ours), published[published["our_variant"].isna()].head().to_dict("records")
     mt = joined[joined["benchmark"] == "mtbench"]
