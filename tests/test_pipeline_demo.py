@@ -3,7 +3,7 @@ every declared output exists, the demo family behaves like the FS-GEN models (ac
 size; oracle collaboration is rare and rarer for a larger System 1), the report holds every
 category, a second run has nothing to do, and a method parameter change reruns only that method.
 
-Slow (the whole demo: data, 7 small models, ~180 jobs): run with `pytest -m slow`."""
+Slow (the whole demo: data, 8 small models, 246 jobs): run with `pytest -m slow`."""
 
 from __future__ import annotations
 
