@@ -330,29 +330,20 @@ def critical_inputs(wildcards):
             "trace": [str(PAIR_DIR / "trace.parquet").format(**j) for j in COUNTERFACTUAL_JOBS]}
 
 
-def proxy_gap_items():
-    """Proxy jobs whose large model's tuned variant was decoded alone (its reference), with the
-    job dirs of the three runs: the proxy job, the large model alone, its tuned variant alone."""
-    singles = {(j["benchmark"], j["model"]) for j in SINGLE_JOBS}
-    items = []
-    for job in PAIR_JOBS:
-        tuned = config["models"][job["large"]].get("tuned")
-        if pj.variant_method(config, job["variant"]).needs_tuned_small and (job["benchmark"], tuned) in singles:
-            alone = {"large": job["large"], "tuned_samples": tuned}
-            dirs = {name: str(SINGLE_DIR).format(benchmark=job["benchmark"], model=m) for name, m in alone.items()}
-            items.append({"job": pj.job_identity(config, job), "tuned": tuned,
-                          "dirs": {"proxy": str(PAIR_DIR).format(**job), **dirs}})
-    return items
+PROXY_GAP_JOBS = pj.proxy_gap_jobs(config)  # (proxy job, the large model's tuned variant)
 
 
 def proxy_gap_inputs(wildcards):
-    """The three runs' metrics.json of every proxy_gap_items() entry (scored_samples.jsonl beside it)."""
-    return {name: [str(Path(item["dirs"][name]) / "metrics.json") for item in proxy_gap_items()]
-            for name in ("proxy", "large", "tuned_samples")}
+    """metrics.json (scored_samples.jsonl beside it) of each proxy job, its large model alone and
+    its reference alone, in the order of PROXY_GAP_JOBS."""
+    single = lambda job, model: str(SINGLE_DIR / "metrics.json").format(benchmark=job["benchmark"], model=model)
+    return {"proxy": [str(PAIR_DIR / "metrics.json").format(**job) for job, _ in PROXY_GAP_JOBS],
+            "large": [single(job, job["large"]) for job, _ in PROXY_GAP_JOBS],
+            "tuned_samples": [single(job, tuned) for job, tuned in PROXY_GAP_JOBS]}
 
 
 def proxy_gap_jobs():
-    return [{"job": item["job"], "tuned": item["tuned"]} for item in proxy_gap_items()]
+    return [{"job": pj.job_identity(config, job), "tuned": tuned} for job, tuned in PROXY_GAP_JOBS]
 
 
 def critical_jobs():

@@ -211,12 +211,23 @@ def single_jobs(config: dict) -> list[dict]:
     for b in config.get("benchmarks", {}):
         seen = []
         for job in (j for j in pair_jobs if j["benchmark"] == b):
-            names = [job["large"], job["small"]]
-            if variant_method(config, job["variant"]).needs_tuned_small:
-                names.append(config["models"][job["large"]].get("tuned"))
+            names = [job["large"], job["small"], proxy_reference(config, job)]
             seen += [name for name in names if name and name not in seen]
         jobs += [{"benchmark": b, "model": name} for name in sorted(seen, key=lambda n: model_params(config, n))]
     return jobs
+
+
+def proxy_reference(config: dict, job: dict) -> str | None:
+    """The model a proxy-tuning job approximates: its large model's tuned variant (decoded alone by
+    single_jobs); None for other methods or a large model without one."""
+    if not variant_method(config, job["variant"]).needs_tuned_small:
+        return None
+    return config["models"][job["large"]].get("tuned")
+
+
+def proxy_gap_jobs(config: dict) -> list[tuple[dict, str]]:
+    """(proxy job, its reference) for every pair job that has a proxy_reference (rule proxy_gap)."""
+    return [(job, tuned) for job in decode_jobs(config) if (tuned := proxy_reference(config, job))]
 
 
 def job_models(config: dict, job: dict) -> dict[str, str]:
